@@ -1,0 +1,15 @@
+"""The one backprop engine: every gradient method runs through ``backprop``.
+
+Only this package touches hooks and autograd internals; methods are recipes on top of it.
+"""
+
+from .backprop import Pass, backprop, predict
+from .chunks import auto_rows, sample_sum
+from .guard import prepared
+from .probe import resolve_layer
+from .target import Contrast, Target, as_target
+
+__all__ = [
+    "Pass", "backprop", "predict", "auto_rows", "sample_sum", "prepared",
+    "resolve_layer", "Contrast", "Target", "as_target",
+]

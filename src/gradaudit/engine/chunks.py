@@ -1,0 +1,87 @@
+"""Sample-axis batching: many rows per example, evaluated in memory-bounded chunks.
+
+A multi-sample method evaluates ``n_samples`` rows for each of ``B`` examples. Rows are laid
+out sample-major (row r is sample r // B of example r % B) and run ``chunk`` at a time; the
+per-row results are summed into per-example accumulators in place, so peak memory depends on
+the chunk, never on the number of samples.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..config import config
+from .backprop import _forward
+
+_row_bytes: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Sum half-precision results in float32; keep float32/float64 as they are."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def sample_sum(n_examples: int, n_samples: int, chunk: int,
+               fn: Callable[[Tensor, Tensor, Tensor], Sequence[Tensor]], device=None) -> list[Tensor]:
+    """Per-example sums over samples of each tensor ``fn(rows, examples, samples)`` returns.
+
+    ``fn`` gets three LongTensor[R] (global row id, example index, sample index) for one chunk
+    and returns tensors of shape [R, ...]; the result holds one [n_examples, ...] sum for each.
+    """
+    total = n_examples * n_samples
+    sums: list[Tensor] | None = None
+    for start in range(0, total, chunk):
+        rows = torch.arange(start, min(start + chunk, total), device=device)
+        examples, samples = rows % n_examples, rows // n_examples
+        outs = fn(rows, examples, samples)
+        if sums is None:
+            sums = [torch.zeros((n_examples, *o.shape[1:]), dtype=accumulator_dtype(o.dtype), device=o.device)
+                    for o in outs]
+        for acc, out in zip(sums, outs):
+            acc.index_add_(0, examples.to(out.device), out.to(acc.dtype))
+    return sums
+
+
+def _available_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 2**30
+
+
+def bytes_per_row(model: nn.Module, x: Tensor) -> int:
+    """Memory one row costs in forward + backward, from the tensors autograd saves for one row."""
+    key = (tuple(x.shape[1:]), x.dtype, str(x.device))
+    cache = _row_bytes.setdefault(model, {})
+    if key not in cache:
+        saved = 0
+
+        def pack(t):
+            nonlocal saved
+            saved += t.numel() * t.element_size()
+            return t
+
+        leaf = x[:1].detach().clone().requires_grad_(True)
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = _forward(model, leaf.clone())
+        out_bytes = out.numel() * out.element_size() if isinstance(out, Tensor) else 0
+        # Backward holds a gradient beside each saved activation, and our probe clones add a little.
+        cache[key] = 3 * (saved + out_bytes + leaf.numel() * leaf.element_size())
+    return cache[key]
+
+
+def auto_rows(model: nn.Module, x: Tensor) -> int:
+    """Rows per pass under ``config.memory_budget`` and the per-device cap."""
+    budget = config.memory_budget or _available_bytes(x.device) // 4
+    cap = config.max_chunk_cuda if x.device.type == "cuda" else config.max_chunk_cpu
+    return int(max(1, min(cap, budget // max(1, bytes_per_row(model, x)))))

@@ -1,0 +1,15 @@
+"""Named attribution recipes on top of the engine."""
+
+from .base import LayerMethod, Method
+from .cam import GradCAM, GradCAMPlusPlus, GuidedGradCAM, SmoothGradCAMPlusPlus
+from .control import Random
+from .gradient import Deconvnet, GuidedBackprop, InputXGradient, Saliency
+from .grid import Combine, LayerSaliency, LinearApprox, NormGrad
+from .noise import SmoothGrad
+from .path import IntegratedGradients
+
+__all__ = [
+    "Method", "LayerMethod", "Saliency", "InputXGradient", "GuidedBackprop", "Deconvnet",
+    "IntegratedGradients", "SmoothGrad", "GradCAM", "GradCAMPlusPlus", "SmoothGradCAMPlusPlus",
+    "GuidedGradCAM", "LayerSaliency", "NormGrad", "LinearApprox", "Combine", "Random",
+]

@@ -1,0 +1,106 @@
+"""The protocol every method follows, and the base of layer (CAM-like) methods.
+
+A method is a frozen dataclass of settings. ``method(model, inputs, target)`` validates the
+arguments, puts the model in eval mode with frozen parameters (restoring it afterwards), picks
+a chunk size and calls ``_explain``, the recipe each method writes on top of the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import KW_ONLY, dataclass
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+from ..engine import as_target, auto_rows, backprop, prepared, resolve_layer, sample_sum
+from ..engine.backprop import predicted_classes
+from ..engine.checks import check_batch_size, check_choice, check_inputs, check_model
+from ..engine.target import Target
+from ..maps import resize
+
+
+@dataclass(frozen=True)
+class Method:
+    """Base of all attribution methods."""
+
+    needs_gradients: ClassVar[bool] = True
+
+    @property
+    def evaluations(self) -> int:
+        """Model evaluations per example (used to size chunks of nested methods)."""
+        return 1
+
+    def __call__(self, model: nn.Module, inputs: Tensor, target=None, *, batch_size: int | None = None) -> Tensor:
+        """Explain ``inputs`` [B, ...] for ``target`` (None: predicted class; int; LongTensor[B];
+        callable output -> Tensor[B]; ``ga.Contrast``). ``batch_size``: most model evaluations per
+        pass (None: automatic under ``ga.config.memory_budget``). Returns a tensor on the inputs'
+        device: input-shaped for input-space methods, [B, H, W] for layer methods."""
+        return self._run(model, inputs, target, batch_size, self._explain)
+
+    def _run(self, model, inputs, target, batch_size, body):
+        """Validate, prepare the model, and call ``body(model, x, target, chunk)``."""
+        check_model(model)
+        x = check_inputs(inputs, self.needs_gradients)
+        check_batch_size(batch_size)
+        resolved = as_target(target, len(x))
+        with prepared(model):
+            chunk = batch_size or (auto_rows(model, x) if self.needs_gradients else len(x))
+            return body(model, x, resolved, chunk)
+
+    def _explain(self, model: nn.Module, x: Tensor, target: Target, chunk: int) -> Tensor:
+        raise NotImplementedError
+
+
+def fix_target(model: nn.Module, x: Tensor, target: Target, chunk: int) -> Target:
+    """Pin "the predicted class" to the prediction on the clean inputs (for multi-sample methods)."""
+    return target.fixed(lambda: predicted_classes(model, x, chunk))
+
+
+@dataclass(frozen=True)
+class LayerMethod(Method):
+    """A map built from the activation ``a`` and gradient ``g`` [R, C, *spatial] at ``layer``.
+
+    layer: dotted module name (``"layer4.1.conv2"``) or the module itself.
+    upsample: resize the map to the input's spatial size (False keeps the layer's resolution).
+    interpolation: "bilinear" (the papers' choice) or "nearest" (Captum's default).
+    """
+
+    layer: str | nn.Module = None
+    _: KW_ONLY
+    upsample: bool = True
+    interpolation: str = "bilinear"
+
+    def __post_init__(self):
+        if self.layer is None:
+            raise TypeError(f"{type(self).__name__} needs a layer: a dotted module name or a module")
+        check_choice("interpolation", self.interpolation, ("bilinear", "nearest"))
+
+    def _map(self, a: Tensor, g: Tensor) -> Tensor:
+        """[R, *spatial] map from activation and gradient at the layer."""
+        raise NotImplementedError
+
+    def _layer(self, model: nn.Module):
+        return resolve_layer(model, self.layer)
+
+    def _finish(self, maps: Tensor, x: Tensor) -> Tensor:
+        return resize(maps, x.shape[2:], self.interpolation) if self.upsample else maps
+
+    def _explain(self, model, x, target, chunk):
+        layer = self._layer(model)
+
+        def rows(r, e, k):
+            p = backprop(model, x[e], target, e, layers=[layer], wrt_input=False)
+            return (self._map(*spatial(layer[0], p.activations[0], p.gradients[0])),)
+
+        return self._finish(sample_sum(len(x), 1, chunk, rows, x.device)[0], x)
+
+
+def spatial(name: str, a: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+    """Check a layer output is [R, C, *spatial] (1-D or 2-D spatial) and return (a, g)."""
+    if a.ndim not in (3, 4):
+        raise ValueError(
+            f"layer {name!r} outputs shape {list(a.shape)}; layer methods need [batch, channels, "
+            "height, width] (or [batch, channels, length]); pick a convolutional layer"
+        )
+    return a, g
+

@@ -1,0 +1,96 @@
+"""The CAM family: Grad-CAM, Grad-CAM++, Smooth Grad-CAM++ and Guided Grad-CAM."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..engine import backprop, sample_sum
+from ..engine.noise import noise_scale, noisy
+from .base import LayerMethod, fix_target, spatial
+from .gradient import GuidedBackprop
+from .noise import check_noise
+
+
+def _dims(a: Tensor) -> tuple[int, ...]:
+    return tuple(range(2, a.ndim))
+
+
+def gradcam_plus_plus(a: Tensor, g1: Tensor, g2: Tensor, g3: Tensor) -> Tensor:
+    """Grad-CAM++ map [R, *spatial] from activations and the first three gradient powers.
+
+    alpha = g^2 / (2 g^2 + sum_ab(a) g^3) (0 where the denominator is 0),
+    w_k = sum_ij alpha * ReLU(g), map = ReLU(sum_k w_k a_k)  (Chattopadhyay et al. 2018).
+    """
+    total = a.sum(_dims(a), keepdim=True)
+    denominator = 2 * g2 + total * g3
+    alpha = torch.where(denominator != 0, g2 / torch.where(denominator != 0, denominator, 1), 0)
+    weights = (alpha * g1.clamp(min=0)).sum(_dims(a), keepdim=True)
+    return (weights * a).sum(1).clamp(min=0)
+
+
+@dataclass(frozen=True)
+class GradCAM(LayerMethod):
+    """Grad-CAM (Selvaraju et al. 2017): ReLU(sum_k mean_ij(g_k) a_k) at ``layer``. [B, H, W]."""
+
+    def _map(self, a, g):
+        return (g.mean(_dims(a), keepdim=True) * a).sum(1).clamp(min=0)
+
+
+@dataclass(frozen=True)
+class GradCAMPlusPlus(LayerMethod):
+    """Grad-CAM++ with the exponential-score closed form (as pytorch-grad-cam). [B, H, W]."""
+
+    def _map(self, a, g):
+        g2 = g * g
+        return gradcam_plus_plus(a, g, g2, g2 * g)
+
+
+@dataclass(frozen=True)
+class SmoothGradCAMPlusPlus(LayerMethod):
+    """Smooth Grad-CAM++ (Omeiza et al. 2019): the first, second and third powers of the layer
+    gradient are averaged over ``samples`` noisy copies *before* forming alpha and the weights;
+    activations come from the clean input. ``noise``/``sigma``/``seed`` as in ``SmoothGrad``."""
+
+    samples: int = 25
+    noise: float = 0.15
+    sigma: float | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_noise(self.noise, self.sigma, self.samples)
+
+    @property
+    def evaluations(self) -> int:
+        return self.samples + 1
+
+    def _explain(self, model, x, target, chunk):
+        target = fix_target(model, x, target, chunk)
+        layer = self._layer(model)
+        scale = noise_scale(x, self.noise, self.sigma)
+
+        def clean(r, e, k):
+            return (backprop(model, x[e], target, e, layers=[layer], wrt_input=False).activations[0],)
+
+        def powers(r, e, k):
+            p = backprop(model, noisy(x, r, e, scale, self.seed), target, e, layers=[layer], wrt_input=False)
+            g = spatial(layer[0], p.activations[0], p.gradients[0])[1]
+            g2 = g * g
+            return g, g2, g2 * g
+
+        a = sample_sum(len(x), 1, chunk, clean, x.device)[0]
+        g1, g2, g3 = (s / self.samples for s in sample_sum(len(x), self.samples, chunk, powers, x.device))
+        return self._finish(gradcam_plus_plus(a, g1, g2, g3), x)
+
+
+@dataclass(frozen=True)
+class GuidedGradCAM(LayerMethod):
+    """Guided Grad-CAM: guided backprop times the upsampled Grad-CAM map; input-shaped."""
+
+    def _explain(self, model, x, target, chunk):
+        target = fix_target(model, x, target, chunk)
+        cam = GradCAM(self.layer, upsample=True, interpolation=self.interpolation)._explain(model, x, target, chunk)
+        return GuidedBackprop()._explain(model, x, target, chunk) * cam.unsqueeze(1)
