@@ -27,7 +27,7 @@ def _forward(model: nn.Module, x: Tensor):
     try:
         return model(x)
     except RuntimeError as err:
-        raise ValueError(f"model(inputs) failed for inputs of shape {list(x.shape)}: {err}") from err
+        raise ValueError(f"model(inputs) failed for inputs with per-example shape {list(x.shape[1:])}: {err}") from err
 
 
 def backprop(model: nn.Module, x: Tensor, target: Target, rows: Tensor, *, layers=(),

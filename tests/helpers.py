@@ -1,0 +1,37 @@
+"""Assertions shared by the tests."""
+
+import torch
+
+
+def assert_close_rel(actual, expected, rel=1e-5):
+    """max |actual - expected| <= rel * max |expected| (relative to the map's scale)."""
+    actual, expected = actual.detach().double(), expected.detach().double()
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    scale = expected.abs().max().clamp(min=1e-12)
+    error = (actual - expected).abs().max()
+    assert error <= rel * scale, f"max abs error {error:.3e} > {rel} x {scale:.3e}"
+
+
+def snapshot(model):
+    """Everything about a model that attribution must leave unchanged."""
+    return {
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "training": [m.training for m in model.modules()],
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "grad": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+        "modules": [id(m) for m in model.modules()],
+        "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+                     for m in model.modules()),
+    }
+
+
+def assert_unchanged(model, before):
+    after = snapshot(model)
+    assert after["training"] == before["training"]
+    assert after["requires_grad"] == before["requires_grad"]
+    assert after["modules"] == before["modules"]
+    assert after["hooks"] == before["hooks"]
+    for a, b in zip(after["grad"], before["grad"]):
+        assert (a is None and b is None) or torch.equal(a, b)
+    for key, value in before["state"].items():
+        assert torch.equal(after["state"][key], value), key

@@ -1,0 +1,114 @@
+"""Properties: shapes, dtypes, chunking invariance, determinism, the model left as found."""
+
+import warnings
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import gradaudit as ga
+from helpers import assert_close_rel, assert_unchanged, snapshot
+from nets import double, resnet_like, small_cnn, twin
+
+INPUT_METHODS = [
+    ga.Saliency(), ga.InputXGradient(), ga.IntegratedGradients(steps=5), ga.SmoothGrad(samples=3),
+    ga.SmoothGrad(ga.IntegratedGradients(steps=3), samples=2, kind="var"),
+    ga.GuidedBackprop(), ga.Deconvnet(), ga.GuidedGradCAM("layer1.conv2"), ga.Random(),
+]
+LAYER_METHODS = [
+    ga.GradCAM("layer2"), ga.GradCAMPlusPlus("layer2"), ga.SmoothGradCAMPlusPlus("layer2", samples=3),
+    ga.LayerSaliency("layer1", virtual="depthwise3x3", aggregate="max"), ga.NormGrad("stem"),
+    ga.LinearApprox("layer2.conv1"), ga.Combine([ga.NormGrad("layer1"), ga.GradCAM("layer2")]),
+]
+SETTINGS = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def resnet_input(batch=3, dtype=torch.float64, size=8):
+    torch.manual_seed(20)
+    return torch.randn(batch, 3, size, size, dtype=dtype)
+
+
+@pytest.mark.parametrize("method", INPUT_METHODS + LAYER_METHODS, ids=lambda m: type(m).__name__)
+def test_shapes_device_dtype(method):
+    model, x = double(resnet_like()), resnet_input()
+    out = method(model, x)
+    expected = x.shape if method in INPUT_METHODS else (len(x), *x.shape[2:])
+    assert out.shape == expected and out.dtype == x.dtype and out.device == x.device
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("method", LAYER_METHODS[:-1], ids=lambda m: type(m).__name__)
+def test_layer_methods_keep_layer_resolution_without_upsampling(method):
+    model, x = double(resnet_like()), resnet_input(size=8)
+    raw = type(method)(**{**method.__dict__, "upsample": False})(model, x)
+    assert raw.shape == (3, 8, 8)  # this net keeps the spatial size; now check a pooled layer
+    cnn, xc = double(small_cnn()), torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    assert ga.GradCAM("3", upsample=False)(cnn, xc).shape == (2, 4, 4)
+    assert ga.GradCAM("3")(cnn, xc).shape == (2, 8, 8)
+
+
+@pytest.mark.parametrize("method", INPUT_METHODS + LAYER_METHODS, ids=lambda m: type(m).__name__)
+def test_in_place_model_gives_the_same_maps_as_its_out_of_place_twin(method):
+    model, x = double(resnet_like()), resnet_input()
+    assert_close_rel(method(model, x, 1), method(double(twin(model)), x, 1), 1e-10)
+
+
+@pytest.mark.parametrize("method", [ga.Saliency(), ga.IntegratedGradients(steps=7), ga.SmoothGrad(samples=5),
+                                    ga.SmoothGradCAMPlusPlus("layer2", samples=4), ga.GradCAM("layer1"),
+                                    ga.Combine([ga.NormGrad("layer1"), ga.NormGrad("layer2")])],
+                         ids=lambda m: type(m).__name__)
+@SETTINGS
+@given(batch_size=st.integers(1, 40))
+def test_any_batch_size_gives_the_same_result(method, batch_size):
+    model, x = double(resnet_like()), resnet_input(batch=4)
+    assert_close_rel(method(model, x, batch_size=batch_size), method(model, x), 1e-10)
+
+
+@SETTINGS
+@given(dtype=st.sampled_from([torch.float32, torch.float64]), batch=st.integers(1, 4),
+       size=st.sampled_from([4, 6, 8]))
+def test_float32_and_float64_agree(dtype, batch, size):
+    model, x = resnet_like(), resnet_input(batch, torch.float64, size)
+    model = model.to(dtype)
+    out = ga.IntegratedGradients(steps=6)(model, x.to(dtype), 0)
+    ref = ga.IntegratedGradients(steps=6)(double(model), x, 0)
+    assert out.dtype == dtype and out.shape == x.shape
+    assert_close_rel(out, ref, 1e-4 if dtype == torch.float32 else 1e-10)
+
+
+def test_bfloat16_inputs_work_and_accumulate_in_float32():
+    model, x = small_cnn().to(torch.bfloat16), torch.randn(2, 1, 8, 8).to(torch.bfloat16)
+    out = ga.SmoothGrad(samples=4)(model, x, 0)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+
+
+# layer1, not layer2: right before pooling + linear the gradient is the same for every input.
+@pytest.mark.parametrize("method", [ga.SmoothGrad(samples=4), ga.Random(), ga.SmoothGradCAMPlusPlus("layer1", samples=3)],
+                         ids=lambda m: type(m).__name__)
+def test_same_seed_same_result_other_seed_other_result(method):
+    model, x = double(resnet_like()), resnet_input()
+    first, again = method(model, x), method(model, x)
+    other = type(method)(**{**method.__dict__, "seed": 99})(model, x)
+    assert torch.equal(first, again)
+    assert not torch.allclose(first, other)
+
+
+@pytest.mark.parametrize("method", INPUT_METHODS + LAYER_METHODS, ids=lambda m: type(m).__name__)
+def test_model_left_exactly_as_found_after_success_and_after_error(method):
+    model = resnet_like().double().train()
+    model.layer1.conv1.weight.requires_grad_(False)
+    model.fc.weight.grad = torch.ones_like(model.fc.weight)
+    model.layer2.bn1.eval()
+    before = snapshot(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        method(model, resnet_input())
+    assert any("train mode" in str(w.message) for w in caught)
+    assert_unchanged(model, before)
+    if isinstance(method, ga.Random):
+        return  # it never evaluates the model, so it has no target to reject
+    with pytest.raises(ValueError, match="out of range"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        method(model, resnet_input(), target=17)
+    assert_unchanged(model, before)
