@@ -112,3 +112,42 @@ def test_model_left_exactly_as_found_after_success_and_after_error(method):
         warnings.simplefilter("ignore")
         method(model, resnet_input(), target=17)
     assert_unchanged(model, before)
+
+
+class CountingWrapper(torch.nn.Module):
+    """Records the batch size of every forward call of the wrapped model."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.sizes = inner, []
+
+    def forward(self, x):
+        self.sizes.append(len(x))
+        return self.inner(x)
+
+
+def test_automatic_chunks_stay_under_the_memory_budget(monkeypatch):
+    from gradaudit.engine.chunks import auto_rows, bytes_per_row
+
+    model, x = CountingWrapper(double(resnet_like())), resnet_input(batch=4)
+    per_row = bytes_per_row(model, x)
+    assert bytes_per_row(model, resnet_input(batch=1, size=16)) > 3 * per_row  # grows with the image
+    monkeypatch.setattr(ga.config, "memory_budget", 5 * per_row)
+    assert auto_rows(model, x) == 5
+    model.sizes.clear()
+    limited = ga.IntegratedGradients(steps=9)(model, x, 0)
+    assert max(model.sizes) <= 5 and sum(model.sizes) >= 4 * 9
+    monkeypatch.setattr(ga.config, "memory_budget", 1)
+    assert auto_rows(model, x) == 1
+    monkeypatch.setattr(ga.config, "memory_budget", 10**15)
+    assert auto_rows(model, x) == ga.config.max_chunk_cpu
+    assert_close_rel(ga.IntegratedGradients(steps=9)(model, x, 0), limited, 1e-10)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", INPUT_METHODS + LAYER_METHODS, ids=lambda m: type(m).__name__)
+def test_cuda_results_match_cpu_and_stay_on_the_device(method):
+    model, x = double(resnet_like()), resnet_input()
+    on_gpu = method(double(resnet_like()).cuda(), x.cuda(), 1)
+    assert on_gpu.device.type == "cuda"
+    assert_close_rel(on_gpu.cpu(), method(model, x, 1), 1e-8)

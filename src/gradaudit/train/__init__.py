@@ -1,0 +1,5 @@
+"""Training the reference models."""
+
+from .fit import accuracy, fit
+
+__all__ = ["fit", "accuracy"]
