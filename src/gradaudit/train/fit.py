@@ -1,41 +1,83 @@
-"""Standard training of a classifier on a dataset of (x, y, ...) items, with progress."""
+"""Standard and PGD adversarial training of a classifier, with progress and evaluation."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch import Tensor, nn
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from .pgd import PGD
 
-def fit(model: nn.Module, dataset: Dataset, epochs: int = 2, lr: float = 1e-3, batch_size: int = 64,
-        seed: int = 0, progress: bool = True) -> nn.Module:
-    """Train ``model`` with Adam and cross-entropy; returns it in eval mode.
 
-    dataset items are ``(x, y)`` or ``(x, y, extra...)``; the extras are ignored.
+def tensors(dataset: Dataset) -> tuple[Tensor, Tensor]:
+    """(x [N, ...], y [N]) of a dataset of (x, y, ...) items (read directly when it keeps them)."""
+    if hasattr(dataset, "x") and hasattr(dataset, "y"):
+        return dataset.x, dataset.y
+    if hasattr(dataset, "tensors"):
+        return dataset.tensors[0], dataset.tensors[1]
+    items = [dataset[i] for i in range(len(dataset))]
+    return torch.stack([item[0] for item in items]), torch.as_tensor([int(item[1]) for item in items])
+
+
+def batch_order(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
+    """One epoch's shuffled index batches; shared by single and ensemble training so that the
+    same seed means the same batches."""
+    return list(torch.randperm(n, generator=generator).split(batch_size))
+
+
+def fit(model: nn.Module, dataset: Dataset, epochs: int = 3, lr: float = 1e-3, batch_size: int = 64,
+        seed: int = 0, adversary: PGD | None = None, test: Dataset | None = None,
+        progress: bool = True) -> nn.Module:
+    """Train ``model`` with Adam on cross-entropy, on clean or PGD examples; returns it in eval mode.
+
+    adversary: ``PGD(...)`` for adversarial training (Madry et al. 2018): each batch is replaced
+        by its adversarial examples against the current model.
+    test: if given, clean (and adversarial) test accuracy is printed at the end.
     """
+    x, y = tensors(dataset)
     generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
     for epoch in range(epochs):
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False, mininterval=1.0)
-        for x, y, *_ in bar:
+        bar = tqdm(batch_order(len(y), batch_size, generator), desc=f"epoch {epoch + 1}/{epochs}",
+                   disable=not progress, leave=False, mininterval=1.0)
+        for index in bar:
+            xb, yb = x[index], y[index]
+            if adversary is not None:
+                model.eval()
+                xb = adversary.perturb(model, xb, yb, generator)
+            model.train()
             optimiser.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(model(xb), yb)
             loss.backward()
             optimiser.step()
             bar.set_postfix(loss=f"{loss.item():.3f}")
-    return model.eval()
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, dataset: Dataset, batch_size: int = 512) -> float:
-    """Share of examples of ``dataset`` the model classifies correctly."""
     model.eval()
-    correct = total = 0
-    for x, y, *_ in DataLoader(dataset, batch_size=batch_size):
-        correct += (model(x).argmax(1) == y).sum().item()
-        total += len(y)
-    return correct / max(total, 1)
+    if test is not None:
+        scores = evaluate(model, test, adversary)
+        print("  ".join(f"{name} accuracy {value:.3f}" for name, value in scores.items()))
+    return model
+
+
+def evaluate(model: nn.Module, dataset: Dataset, adversary: PGD | None = None, batch_size: int = 256,
+             seed: int = 0) -> dict[str, float]:
+    """Clean accuracy and, with an adversary, accuracy on its adversarial examples."""
+    x, y = tensors(dataset)
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    correct = {"clean": 0} | ({"adversarial": 0} if adversary is not None else {})
+    for start in range(0, len(y), batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        with torch.no_grad():
+            correct["clean"] += (model(xb).argmax(1) == yb).sum().item()
+        if adversary is not None:
+            adv = adversary.perturb(model, xb, yb, generator)
+            with torch.no_grad():
+                correct["adversarial"] += (model(adv).argmax(1) == yb).sum().item()
+    return {name: count / max(len(y), 1) for name, count in correct.items()}
+
+
+def accuracy(model: nn.Module, dataset: Dataset) -> float:
+    """Share of examples of ``dataset`` the model classifies correctly."""
+    return evaluate(model, dataset)["clean"]

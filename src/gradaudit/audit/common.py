@@ -1,0 +1,82 @@
+"""Pieces every audit shares: naming methods, importance maps over a dataset, ranking, memo."""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..maps import heatmap
+from ..methods import LayerMethod, Method
+from ..store import Store
+
+
+def method_name(method: Method) -> str:
+    """A short readable name: the class, plus the layer for layer methods."""
+    name = type(method).__name__
+    return f"{name}({method.layer})" if isinstance(method, LayerMethod) and isinstance(method.layer, str) else name
+
+
+def named_methods(methods) -> dict[str, Method]:
+    """Accept one method, a list of methods, or a dict name -> method."""
+    if isinstance(methods, Method):
+        return {method_name(methods): methods}
+    if isinstance(methods, Mapping):
+        return dict(methods)
+    return {method_name(m): m for m in methods}
+
+
+def importance(method: Method, model: nn.Module, x: Tensor, y: Tensor | None, batch: int = 200,
+               desc: str = "") -> Tensor:
+    """Per-pixel importance |attribution| [N, H, W] for every image of ``x`` [N, C, H, W]
+    (input-space maps summed over channels), explained for labels ``y`` (None: predicted)."""
+    maps = []
+    for start in tqdm(range(0, len(x), batch), desc=desc or "explaining", leave=False, mininterval=1.0):
+        target = None if y is None else y[start:start + batch]
+        maps.append(heatmap(method(model, x[start:start + batch], target)).abs().float())
+    return torch.cat(maps)
+
+
+def rank_pixels(scores: Tensor, seed: int = 0) -> Tensor:
+    """Rank [N, P] of each pixel within its image (0 = least important); ties broken at random
+    so a flat map (e.g. Grad-CAM's zeros) does not favour the image's top-left corner."""
+    flat = scores.flatten(1)
+    generator = torch.Generator().manual_seed(seed)
+    shuffle = torch.rand(flat.shape, generator=generator).argsort(1)
+    order = shuffle.gather(1, flat.gather(1, shuffle).argsort(dim=1, stable=True))
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(flat.shape[1]).expand_as(order).contiguous())
+    return ranks
+
+
+def keep_masks(ranks: Tensor, fraction: float, top: bool) -> Tensor:
+    """Bool [N, P]: the ``fraction`` of pixels with the highest (top) or lowest ranks kept."""
+    count = int(round(fraction * ranks.shape[1]))
+    return ranks >= ranks.shape[1] - count if top else ranks < count
+
+
+def pearson(a: Tensor, b: Tensor) -> Tensor:
+    """Per-row Pearson correlation of [N, ...] tensors (0 where a row is constant)."""
+    a, b = a.flatten(1).double(), b.flatten(1).double()
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    denominator = a.norm(dim=1) * b.norm(dim=1)
+    return torch.where(denominator > 0, (a * b).sum(1) / denominator.clamp(min=1e-300), torch.zeros_like(denominator))
+
+
+def spearman(a: Tensor, b: Tensor) -> Tensor:
+    """Per-row Spearman rank correlation of [N, ...] tensors."""
+    return pearson(a.flatten(1).argsort(1).argsort(1), b.flatten(1).argsort(1).argsort(1))
+
+
+def memo(store: Store | None, audit: str, settings: dict, compute: Callable[[], dict]) -> dict:
+    """The stored row for ``settings`` or, if absent, ``compute()`` stored at once."""
+    if store is not None:
+        found = store.get(audit, settings)
+        if found is not None:
+            return found
+    row = {**settings, **compute()}
+    if store is not None:
+        store.put(audit, settings, row)
+    return row

@@ -1,0 +1,77 @@
+"""One plotter per audit: DataFrame of its rows -> matplotlib figure."""
+
+from __future__ import annotations
+
+
+def _axes(ax, ncols=1, width=4.5):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if ax is not None:
+        return ax.figure, [ax] * ncols
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, 3.4), squeeze=False)
+    return fig, list(axes[0])
+
+
+def plot_diffroar(table, ax=None):
+    """DiffROAR(k) per method with the spread over repeats, one panel per model."""
+    models = list(dict.fromkeys(table["model"]))
+    fig, axes = _axes(ax, len(models))
+    for axis, model in zip(axes, models):
+        part = table[table["model"] == model].groupby(["method", "fraction"])["diffroar"].agg(["mean", "std"]).reset_index()
+        for method, rows in part.groupby("method", sort=False):
+            axis.errorbar(rows["fraction"], rows["mean"], yerr=rows["std"].fillna(0), marker="o", ms=3, capsize=2, label=method)
+        axis.axhline(0, color="grey", lw=0.8, ls="--")
+        axis.set(title=f"DiffROAR - {model} model", xlabel="fraction of pixels kept (k)", ylabel="acc(top-k) - acc(bottom-k)")
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _bars(table, value, title, ylabel, ax=None, reference=None):
+    import numpy as np
+
+    fig, axes = _axes(ax, 1, width=7)
+    axis = axes[0]
+    pivot = table.pivot_table(index="method", columns="model", values=value, sort=False)
+    positions = np.arange(len(pivot.index))
+    width = 0.8 / max(1, len(pivot.columns))
+    for i, model in enumerate(pivot.columns):
+        axis.bar(positions + i * width, pivot[model], width, label=model)
+    if reference is not None:
+        axis.axhline(reference, color="grey", lw=0.8, ls="--")
+    axis.set_xticks(positions + width * (len(pivot.columns) - 1) / 2, pivot.index, rotation=20, fontsize=7)
+    axis.set(title=title, ylabel=ylabel)
+    axis.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_signal_mass(table, ax=None):
+    return _bars(table, "signal_mass", "Share of |attribution| on the signal block", "signal mass", ax, reference=0.5)
+
+
+def plot_class_sensitivity(table, ax=None):
+    return _bars(table, "correlation", "Top vs bottom class maps (lower = more class-sensitive)", "Pearson r", ax)
+
+
+def plot_randomization(table, ax=None):
+    models = list(dict.fromkeys(table["model"]))
+    fig, axes = _axes(ax, len(models))
+    for axis, model in zip(axes, models):
+        part = table[table["model"] == model]
+        for method, rows in part.groupby("method", sort=False):
+            axis.plot(rows["depth"], rows["spearman"], marker="o", ms=3, label=method)
+        axis.set(title=f"Cascading randomization - {model}", xlabel="layers randomized (from the top)",
+                 ylabel="Spearman r with trained maps", ylim=(-0.2, 1.05))
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+PLOTTERS = {
+    "diffroar": plot_diffroar, "signal_mass": plot_signal_mass,
+    "class_sensitivity": plot_class_sensitivity, "randomization": plot_randomization,
+}
