@@ -5,7 +5,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gradaudit-installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean methods-demo
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/methods_side_by_side.py --out runs/demo
+	$(VENV)/bin/gradaudit audit --preset quick --out runs/quick
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -25,3 +25,6 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis
+
+methods-demo: $(STAMP)
+	$(PY) examples/methods_side_by_side.py --out runs/demo

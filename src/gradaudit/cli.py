@@ -23,7 +23,9 @@ def _audit(args) -> int:
     if numbers["signal_mass_standard"] is not None:
         print(f"  signal mass      standard {numbers['signal_mass_standard']:.3f}   robust {numbers['signal_mass_robust']:.3f}")
     if numbers["diffroar_standard"] is not None:
-        print(f"  DiffROAR k={numbers['small_k']:<5} standard {numbers['diffroar_standard']:+.3f}   robust {numbers['diffroar_robust']:+.3f}")
+        for k, (standard, robust) in numbers["diffroar_per_k"].items():
+            print(f"  DiffROAR k={k:<5} standard {standard:+.3f}   robust {robust:+.3f}")
+        print(f"  DiffROAR k<=0.1  standard {numbers['diffroar_standard']:+.3f}   robust {numbers['diffroar_robust']:+.3f}")
     if numbers["diffroar_random"] is not None:
         print(f"  DiffROAR of Random (control), mean over k: {numbers['diffroar_random']:+.3f}")
     print(f"finished in {numbers['seconds']:.0f}s; report: {numbers['report']}")

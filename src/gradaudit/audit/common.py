@@ -33,7 +33,7 @@ def importance(method: Method, model: nn.Module, x: Tensor, y: Tensor | None, ba
     """Per-pixel importance |attribution| [N, H, W] for every image of ``x`` [N, C, H, W]
     (input-space maps summed over channels), explained for labels ``y`` (None: predicted)."""
     maps = []
-    for start in tqdm(range(0, len(x), batch), desc=desc or "explaining", leave=False, mininterval=1.0):
+    for start in tqdm(range(0, len(x), batch), desc=desc or "explaining", leave=False, mininterval=1.0, disable=None):
         target = None if y is None else y[start:start + batch]
         maps.append(heatmap(method(model, x[start:start + batch], target)).abs().float())
     return torch.cat(maps)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
+from tqdm.auto import tqdm
 
 from .fit import batch_order
 
@@ -41,9 +42,10 @@ def fit_ensemble(model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor, keep: 
     loss_all = vmap(loss_one)
     optimiser = torch.optim.Adam(list(params.values()), lr=lr)
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-    for _ in range(epochs):
+    for epoch in range(epochs):
         orders = [batch_order(len(y), batch_size, g) for g in generators]
-        for step in range(len(orders[0])):
+        for step in tqdm(range(len(orders[0])), desc=f"ensemble of {len(seeds)}, epoch {epoch + 1}/{epochs}",
+                         leave=False, mininterval=1.0, disable=None):
             index = torch.stack([order[step] for order in orders])          # [M, b]
             model_axis = torch.arange(len(seeds)).view(-1, 1)
             xb = torch.where(keep[model_axis, index], x[index], torch.as_tensor(fill, dtype=x.dtype))

@@ -41,7 +41,7 @@ def fit(model: nn.Module, dataset: Dataset, epochs: int = 3, lr: float = 1e-3, b
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     for epoch in range(epochs):
         bar = tqdm(batch_order(len(y), batch_size, generator), desc=f"epoch {epoch + 1}/{epochs}",
-                   disable=not progress, leave=False, mininterval=1.0)
+                   disable=None if progress else True, leave=False, mininterval=1.0)
         for index in bar:
             xb, yb = x[index], y[index]
             if adversary is not None:

@@ -1,0 +1,134 @@
+"""Audits against known answers: an oracle map, Random, linear models, and the store."""
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+import gradaudit as ga
+from gradaudit import audit, data, models, train
+from gradaudit.audit.common import keep_masks, pearson, rank_pixels, spearman
+from gradaudit.store import Store
+from helpers import assert_unchanged, snapshot
+
+
+@dataclass(frozen=True)
+class Oracle(ga.Method):
+    """Attributes exactly the signal block: the ground-truth answer (for BlockMNIST inputs)."""
+
+    needs_gradients = False
+
+    def _explain(self, model, x, target, chunk):
+        mask = torch.zeros_like(x)
+        top = x[:, :, 28:].sum((1, 2, 3)) == ORACLE_NULL_SUM   # the lower block is the null pattern
+        mask[top, :, :28] = 1
+        mask[~top, :, 28:] = 1
+        return mask
+
+
+ORACLE_NULL_SUM = data.null_pattern().sum().item()
+
+
+@pytest.fixture(scope="module")
+def blocks():
+    return data.blockmnist("train", copies=1), data.blockmnist("test", copies=1)
+
+
+@pytest.fixture(scope="module")
+def net(blocks):
+    torch.manual_seed(0)
+    return train.fit(models.small_cnn((1, 56, 28), 2, width=4), blocks[0], epochs=1, progress=False)
+
+
+def test_signal_mass_of_oracle_random_and_store(blocks, net, tmp_path):
+    store = Store(tmp_path / "r.sqlite")
+    result = audit.signal_mass({"oracle": Oracle(), "random": ga.Random()}, net, blocks[1], store=store)
+    rows = {r["method"]: r for r in result.rows}
+    assert rows["oracle"]["signal_mass"] == pytest.approx(1.0) and rows["oracle"]["top_in_signal"] == 1.0
+    assert rows["random"]["signal_mass"] == pytest.approx(0.5, abs=0.02)
+    assert rows["random"]["top_in_signal"] == pytest.approx(0.5, abs=0.03)
+    assert len(store.rows("signal_mass")) == 2
+    again = audit.signal_mass({"oracle": Oracle()}, net, blocks[1], store=store)
+    assert again.rows[0] == rows["oracle"] and len(store.rows("signal_mass")) == 2
+    assert list(result.table().columns)[:2] == ["model", "method"]
+
+
+def test_ranking_and_masks():
+    scores = torch.tensor([[0.3, 0.0, 0.9, 0.0, 0.5]])
+    ranks = rank_pixels(scores)
+    assert ranks[0, 2] == 4 and ranks[0, 4] == 3 and ranks[0, 0] == 2
+    assert set(ranks[0, [1, 3]].tolist()) == {0, 1}
+    assert keep_masks(ranks, 0.4, top=True).tolist() == [[False, False, True, False, True]]
+    assert keep_masks(ranks, 0.4, top=False)[0, [1, 3]].all()
+    flat = torch.zeros(1, 1000)
+    assert rank_pixels(flat)[0, :500].float().mean() == pytest.approx(500, rel=0.1)  # ties are not ordered by position
+
+
+def test_diffroar_ranks_the_oracle_above_random(blocks, net, tmp_path):
+    store = Store(tmp_path / "r.sqlite")
+
+    def fn():
+        return models.mlp((1, 56, 28), 2, hidden=16)
+
+    result = audit.diffroar({"oracle": Oracle(), "random": ga.Random()}, net, *blocks, model_fn=fn,
+                            fractions=(0.1,), repeats=2, epochs=2, fill=0.0, store=store, progress=False)
+    table = result.table().groupby("method").diffroar.mean()
+    assert table["oracle"] > 0.3 and abs(table["random"]) < 0.1
+    assert len(store.rows("diffroar")) == 4
+    rows_before = store.rows("diffroar")
+    audit.diffroar({"oracle": Oracle(), "random": ga.Random()}, net, *blocks, model_fn=fn, fractions=(0.1,),
+                   repeats=2, epochs=2, fill=0.0, store=store, progress=False)
+    assert store.rows("diffroar") == rows_before
+
+
+def test_blur_control_adds_a_blurred_variant(blocks, net):
+    result = audit.diffroar({"oracle": Oracle()}, net, *blocks, model_fn=lambda: models.mlp((1, 56, 28), 2, hidden=8),
+                            fractions=(0.1,), repeats=1, epochs=1, fill=0.0, blur_control=True, progress=False)
+    assert [r["method"] for r in result.rows] == ["oracle", "oracle+blur"]
+    assert torch.allclose(audit.blurred(torch.full((1, 9, 9), 0.3), sigma=1.0), torch.full((1, 9, 9), 0.3))
+    spike = torch.zeros(1, 15, 15)
+    spike[0, 7, 7] = 1.0
+    smooth = audit.blurred(spike, sigma=1.0)
+    assert smooth.sum().item() == pytest.approx(1.0, rel=1e-5) and smooth.max() < 0.2 and smooth[0, 7, 8] > 0.05
+
+
+def test_class_sensitivity_on_a_linear_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).double()
+    dataset = type("D", (), {"x": torch.randn(5, 1, 4, 4, dtype=torch.float64)})()
+    result = audit.class_sensitivity({"saliency": ga.Saliency(), "random": ga.Random()}, model, dataset)
+    rows = {r["method"]: r for r in result.rows}
+    logits = model(dataset.x)
+    w = model[1].weight.detach().abs()
+    expected = pearson(w[logits.argmax(1)], w[logits.argmin(1)]).mean().item()
+    assert rows["saliency"]["correlation"] == pytest.approx(expected)
+    assert rows["random"]["correlation"] == pytest.approx(1.0)   # the same map whatever the class
+
+
+def test_randomization_cascades_and_leaves_the_model_alone(blocks, net):
+    before = snapshot(net)
+    result = audit.randomization({"saliency": ga.Saliency(), "random": ga.Random()}, net, blocks[1], limit=20)
+    assert_unchanged(net, before)
+    rows = result.table()
+    assert rows.randomized.tolist()[:3] == ["fc", "fc+conv2", "fc+conv2+conv1"]
+    assert (rows[rows.method == "random"].spearman == 1.0).all()
+    saliency = rows[rows.method == "saliency"].spearman.tolist()
+    assert saliency[-1] < 0.5 and saliency[-1] < saliency[0]
+
+
+def test_correlations():
+    a = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    assert pearson(a, 2 * a + 1).item() == pytest.approx(1.0)
+    assert spearman(a, a**3).item() == pytest.approx(1.0)
+    assert spearman(a, -a).item() == pytest.approx(-1.0)
+
+
+def test_store_is_parameterised_and_idempotent(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    evil = {"method": "x'); DROP TABLE results; --", "k": 1}
+    store.put("diffroar", evil, {"value": 1})
+    store.put("diffroar", evil, {"value": 2})
+    assert store.get("diffroar", evil)["value"] == 1 and len(store.rows("diffroar")) == 1
+    assert store.get("diffroar", {"method": "other", "k": 1}) is None
+    assert store.audits() == ["diffroar"]

@@ -1,0 +1,76 @@
+"""The command line on the tiny preset, the report, and resume after kill -9."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from gradaudit.report import write_report
+from gradaudit.store import Store
+
+pytestmark = pytest.mark.slow
+
+
+def gradaudit(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "gradaudit", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def rows(path):
+    if not path.exists():
+        return []
+    with sqlite3.connect(path) as db:
+        try:
+            return db.execute("SELECT audit, key, row FROM results WHERE audit = 'diffroar' ORDER BY rowid").fetchall()
+        except sqlite3.OperationalError:
+            return []
+
+
+def test_tiny_audit_writes_a_report_and_resumes_after_kill_9(tmp_path):
+    out = tmp_path / "run"
+    args = ["audit", "--preset", "tiny", "--out", str(out), "--fractions", "0.05,0.1,0.2,0.3", "--repeats", "2"]
+    first = gradaudit(*args)
+    store = out / "results.sqlite"
+    deadline = time.time() + 300
+    while not rows(store) and time.time() < deadline and first.poll() is None:
+        time.sleep(0.02)
+    assert first.poll() is None, "the run finished before it could be interrupted:\n" + first.stdout.read()
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    before = rows(store)
+    assert 0 < len(before) < 3 * 4 * 2 * 2          # methods x fractions x repeats x models
+    second = gradaudit(*args)
+    output, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, output
+    after = rows(store)
+    assert after[:len(before)] == before              # nothing recomputed, nothing lost
+    assert len(after) == len({(a, k) for a, k, _ in after}) == 3 * 4 * 2 * 2   # complete, no duplicates
+    assert "signal mass" in output and "report:" in output
+    page = (out / "report.html").read_text()
+    assert "DiffROAR" in page and "data:image/png;base64," in page and "<script" not in page
+    assert (out / "models" / "robust.pt").exists()
+
+
+def test_report_escapes_user_strings_and_rebuilds_from_the_store(tmp_path):
+    store = Store(tmp_path / "results.sqlite")
+    store.put("signal_mass", {"model": "standard", "method": "<script>alert(1)</script>"},
+              {"signal_mass": 0.6, "top_in_signal": 0.7})
+    store.close()
+    page = write_report(tmp_path).read_text()
+    assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    result = subprocess.run([sys.executable, "-m", "gradaudit", "report", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 0 and "report.html" in result.stdout
+
+
+def test_cli_errors_are_clear(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "gradaudit", "report", str(tmp_path / "none")], capture_output=True, text=True)
+    assert result.returncode == 2 and "has no results.sqlite" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "gradaudit", "audit", "--preset", "huge"], capture_output=True, text=True)
+    assert result.returncode == 2 and "preset must be one of quick, paper, tiny" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "gradaudit", "audit", "--preset", "tiny", "--methods", "magic"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "unknown method 'magic'" in result.stderr
