@@ -161,7 +161,7 @@ def test_gradcam_plus_plus_closed_form_and_smooth_variant_without_noise():
 
 
 def test_smooth_gradcam_plus_plus_averages_powers_before_the_weights():
-    from gradaudit.engine.noise import gaussian, noise_scale
+    from gradaudit.engine.noise import GaussianNoise, noise_scale
     from gradaudit.methods.cam import gradcam_plus_plus
 
     model = double(gap_cnn())
@@ -170,9 +170,9 @@ def test_smooth_gradcam_plus_plus_averages_powers_before_the_weights():
     n, seed = 4, 3
     scale = noise_scale(x, 0.2, None)
     powers = [0, 0, 0]
+    draws = GaussianNoise(seed, len(x), x.shape[1:], x.dtype)
     for k in range(n):
-        rows = torch.arange(k * len(x), (k + 1) * len(x))
-        noisy = x + scale.view(-1, 1, 1, 1) * gaussian(seed, rows, x.shape[1:], x.dtype)
+        noisy = x + scale.view(-1, 1, 1, 1) * draws.rows(torch.arange(len(x)), torch.full((len(x),), k))
         act = model[:4](noisy)
         (g,) = torch.autograd.grad(model[4:](act)[:, 0].sum(), act)
         powers = [p + g**i / n for p, i in zip(powers, (1, 2, 3))]

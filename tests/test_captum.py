@@ -8,7 +8,7 @@ from captum.attr import (
 )
 
 import gradaudit as ga
-from gradaudit.engine.noise import gaussian
+from gradaudit.engine.noise import GaussianNoise
 from helpers import assert_close_rel
 from nets import double, mlp, resnet_like, small_cnn, twin
 
@@ -67,9 +67,10 @@ def test_smoothgrad_matches_noise_tunnel_on_the_same_draw(name, kind, nt_type, m
     model, x, _ = case(name)
     samples, sigma, seed = 6, 0.3, 7
     b = len(x)
-    # Captum lays rows out example-major; ours are sample-major with row id = sample * B + example.
-    rows = torch.tensor([k * b + e for e in range(b) for k in range(samples)])
-    eps = sigma * gaussian(seed, rows, x.shape[1:], torch.float64)
+    # Captum lays rows out example-major (row = example * samples + sample): draw ours in that order.
+    examples = torch.arange(b).repeat_interleave(samples)
+    draws = GaussianNoise(seed, b, x.shape[1:], torch.float64)
+    eps = sigma * torch.cat([draws.rows(examples[i:i + 1], torch.tensor([i % samples])) for i in range(b * samples)])
     monkeypatch.setattr(torch, "normal", lambda mean, std: eps.clone())
     theirs = NoiseTunnel(Saliency(model)).attribute(
         x, nt_type=nt_type, nt_samples=samples, stdevs=sigma, target=0, abs=False)

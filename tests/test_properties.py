@@ -140,7 +140,9 @@ def test_automatic_chunks_stay_under_the_memory_budget(monkeypatch):
     monkeypatch.setattr(ga.config, "memory_budget", 1)
     assert auto_rows(model, x) == 1
     monkeypatch.setattr(ga.config, "memory_budget", 10**15)
-    assert auto_rows(model, x) == ga.config.max_chunk_cpu
+    assert auto_rows(model, x) == min(ga.config.max_chunk, max(ga.config.min_chunk, ga.config.cpu_working_set // per_row))
+    monkeypatch.setattr(ga.config, "cpu_working_set", 10**15)
+    assert auto_rows(model, x) == ga.config.max_chunk
     assert_close_rel(ga.IntegratedGradients(steps=9)(model, x, 0), limited, 1e-10)
 
 

@@ -59,29 +59,39 @@ def _available_bytes(device: torch.device) -> int:
     return 4 * 2**30
 
 
+def _saved_bytes(model: nn.Module, x: Tensor) -> int:
+    """Bytes of the distinct tensors autograd saves for a forward of ``x`` (input needing grad)."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    leaf = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = _forward(model, leaf.clone())
+    out_bytes = out.numel() * out.element_size() if isinstance(out, Tensor) else 0
+    return sum(storages.values()) + out_bytes + 2 * leaf.numel() * leaf.element_size()
+
+
 def bytes_per_row(model: nn.Module, x: Tensor) -> int:
-    """Memory one row costs in forward + backward, from the tensors autograd saves for one row."""
+    """Memory one more row costs in forward + backward: the growth of what autograd saves from
+    one row to two (weights, saved once whatever the batch, cancel out), times 2 for the
+    gradients backward holds beside them."""
     key = (tuple(x.shape[1:]), x.dtype, str(x.device))
     cache = _row_bytes.setdefault(model, {})
     if key not in cache:
-        saved = 0
-
-        def pack(t):
-            nonlocal saved
-            saved += t.numel() * t.element_size()
-            return t
-
-        leaf = x[:1].detach().clone().requires_grad_(True)
-        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            out = _forward(model, leaf.clone())
-        out_bytes = out.numel() * out.element_size() if isinstance(out, Tensor) else 0
-        # Backward holds a gradient beside each saved activation, and our probe clones add a little.
-        cache[key] = 3 * (saved + out_bytes + leaf.numel() * leaf.element_size())
+        one = x[:1]
+        cache[key] = 2 * max(1, _saved_bytes(model, torch.cat([one, one])) - _saved_bytes(model, one))
     return cache[key]
 
 
 def auto_rows(model: nn.Module, x: Tensor) -> int:
-    """Rows per pass under ``config.memory_budget`` and the per-device cap."""
+    """Rows per pass: as many as ``config.memory_budget`` allows (at most ``config.max_chunk``);
+    on CPU only as many as fill ``config.cpu_working_set``, but ``config.min_chunk`` at least."""
+    per_row = bytes_per_row(model, x)
     budget = config.memory_budget or _available_bytes(x.device) // 4
-    cap = config.max_chunk_cuda if x.device.type == "cuda" else config.max_chunk_cpu
-    return int(max(1, min(cap, budget // max(1, bytes_per_row(model, x)))))
+    rows = min(config.max_chunk, budget // per_row)
+    if x.device.type == "cpu":
+        rows = min(rows, max(config.min_chunk, config.cpu_working_set // per_row))
+    return int(max(1, rows))

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..engine import backprop, sample_sum
-from ..engine.noise import noise_scale, noisy
+from ..engine.noise import GaussianNoise, noise_scale, noisy
 from .base import LayerMethod, fix_target, spatial
 from .gradient import GuidedBackprop
 from .noise import check_noise
@@ -71,12 +71,13 @@ class SmoothGradCAMPlusPlus(LayerMethod):
         target = fix_target(model, x, target, chunk)
         layer = self._layer(model)
         scale = noise_scale(x, self.noise, self.sigma)
+        draws = GaussianNoise(self.seed, len(x), x.shape[1:], x.dtype)
 
         def clean(r, e, k):
             return (backprop(model, x[e], target, e, layers=[layer], wrt_input=False).activations[0],)
 
         def powers(r, e, k):
-            p = backprop(model, noisy(x, r, e, scale, self.seed), target, e, layers=[layer], wrt_input=False)
+            p = backprop(model, noisy(x, e, k, scale, draws), target, e, layers=[layer], wrt_input=False)
             g = spatial(layer[0], p.activations[0], p.gradients[0])[1]
             g2 = g * g
             return g, g2, g2 * g

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ..engine import sample_sum
 from ..engine.checks import check_choice, check_nonnegative, check_positive_int
-from ..engine.noise import noise_scale, noisy
+from ..engine.noise import GaussianNoise, noise_scale, noisy
 from .base import Method, fix_target
 
 KINDS = ("mean", "square", "var")
@@ -58,10 +58,11 @@ class SmoothGrad(Method):
     def _explain(self, model, x, target, chunk):
         target = fix_target(model, x, target, chunk)
         scale = noise_scale(x, self.noise, self.sigma)
+        draws = GaussianNoise(self.seed, len(x), x.shape[1:], x.dtype)
         inner = self.method
 
         def rows(r, e, k):
-            attr = inner._explain(model, noisy(x, r, e, scale, self.seed), target.select(e), chunk)
+            attr = inner._explain(model, noisy(x, e, k, scale, draws), target.select(e), chunk)
             return (attr, attr * attr) if self.kind == "var" else (attr * attr if self.kind == "square" else attr,)
 
         sums = sample_sum(len(x), self.samples, max(1, chunk // inner.evaluations), rows, x.device)

@@ -1,5 +1,6 @@
 """The small reference architectures the audits train."""
 
+from .resnet import resnet18
 from .small import mlp, small_cnn
 
-__all__ = ["small_cnn", "mlp"]
+__all__ = ["small_cnn", "mlp", "resnet18"]
