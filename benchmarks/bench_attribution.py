@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -113,7 +112,7 @@ def run_case(case: dict) -> dict:
         call()
         _sync(device)
         times.append(time.perf_counter() - start)
-    seconds = statistics.median(times)
+    seconds = min(times)          # the least-disturbed run: this machine's timings drift between runs
     if impl == "floor":
         seconds = seconds / setting * len(x) * steps          # per call of the method
     peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else _status_mb("VmHWM") - idle
@@ -152,7 +151,7 @@ def main() -> None:
     print("-" * len(header))
     for name in args.models.split(","):
         images = MODELS[name][2]
-        repeats = 2 if name == "resnet" or args.quick else 3
+        repeats = 2 if name == "resnet" or args.quick else 5
         base = {"model": name, "device": device, "threads": args.threads, "repeats": repeats}
         floor, floor_case = best([{**base, "method": "ig", "impl": "floor", "setting": s} for s in sizes])
         methods = ["ig", "smoothgrad"] + (["smoothgradcampp"] if MODELS[name][3] else [])

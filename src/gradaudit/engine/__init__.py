@@ -4,12 +4,12 @@ Only this package touches hooks and autograd internals; methods are recipes on t
 """
 
 from .backprop import Pass, backprop, predict
-from .chunks import auto_rows, sample_sum
+from .chunks import auto_rows, sample_scores, sample_sum
 from .guard import prepared
 from .probe import resolve_layer
 from .target import Contrast, Target, as_target
 
 __all__ = [
-    "Pass", "backprop", "predict", "auto_rows", "sample_sum", "prepared",
+    "Pass", "backprop", "predict", "auto_rows", "sample_sum", "sample_scores", "prepared",
     "resolve_layer", "Contrast", "Target", "as_target",
 ]

@@ -25,6 +25,14 @@ def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+def chunk_rows(n_examples: int, n_samples: int, chunk: int, device=None):
+    """Yield (rows, examples, samples) LongTensors for each chunk of the sample-major row layout."""
+    total = n_examples * n_samples
+    for start in range(0, total, chunk):
+        rows = torch.arange(start, min(start + chunk, total), device=device)
+        yield rows, rows % n_examples, rows // n_examples
+
+
 def sample_sum(n_examples: int, n_samples: int, chunk: int,
                fn: Callable[[Tensor, Tensor, Tensor], Sequence[Tensor]], device=None) -> list[Tensor]:
     """Per-example sums over samples of each tensor ``fn(rows, examples, samples)`` returns.
@@ -32,11 +40,8 @@ def sample_sum(n_examples: int, n_samples: int, chunk: int,
     ``fn`` gets three LongTensor[R] (global row id, example index, sample index) for one chunk
     and returns tensors of shape [R, ...]; the result holds one [n_examples, ...] sum for each.
     """
-    total = n_examples * n_samples
     sums: list[Tensor] | None = None
-    for start in range(0, total, chunk):
-        rows = torch.arange(start, min(start + chunk, total), device=device)
-        examples, samples = rows % n_examples, rows // n_examples
+    for rows, examples, samples in chunk_rows(n_examples, n_samples, chunk, device):
         outs = fn(rows, examples, samples)
         if sums is None:
             sums = [torch.zeros((n_examples, *o.shape[1:]), dtype=accumulator_dtype(o.dtype), device=o.device)
@@ -44,6 +49,23 @@ def sample_sum(n_examples: int, n_samples: int, chunk: int,
         for acc, out in zip(sums, outs):
             acc.index_add_(0, examples.to(out.device), out.to(acc.dtype))
     return sums
+
+
+@torch.inference_mode()
+def sample_scores(model: nn.Module, target, n_examples: int, n_samples: int, chunk: int,
+                  perturb: Callable[[Tensor, Tensor], Tensor], device=None) -> Tensor:
+    """Scores [n_examples, n_samples] of the model on perturbed inputs, without gradients.
+
+    ``perturb(examples, samples)`` builds the [R, ...] inputs of one chunk; ``target`` scores
+    each row for its example. The evaluation half of every perturbation method.
+    """
+    scores = None
+    for rows, examples, samples in chunk_rows(n_examples, n_samples, chunk, device):
+        out = target.scores(_forward(model, perturb(examples, samples)), examples)
+        if scores is None:
+            scores = torch.empty(n_examples, n_samples, dtype=accumulator_dtype(out.dtype), device=out.device)
+        scores[examples.to(out.device), samples.to(out.device)] = out.to(scores.dtype)
+    return scores
 
 
 def _available_bytes(device: torch.device) -> int:

@@ -48,7 +48,8 @@ class GaussianNoise:
         if sample != self._sample:
             # CPU generators seed from 32 bits: mix (seed, sample) into 32 bits, bijective in sample.
             generator = torch.Generator().manual_seed(_hash32(_hash32((self.seed + 0x9E3779B9) & _MASK) ^ (sample & _MASK)))
-            self._sample, self._block = sample, torch.randn(self.shape, generator=generator, dtype=torch.float64)
+            dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
+            self._sample, self._block = sample, torch.randn(self.shape, generator=generator, dtype=dtype)
         return self._block
 
     def rows(self, examples: Tensor, samples: Tensor) -> Tensor:

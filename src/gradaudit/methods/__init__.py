@@ -7,9 +7,11 @@ from .gradient import Deconvnet, GuidedBackprop, InputXGradient, Saliency
 from .grid import Combine, LayerSaliency, LinearApprox, NormGrad
 from .noise import SmoothGrad
 from .path import IntegratedGradients
+from .perturb import CLIME, LIME, KernelSHAP, Occlusion
 
 __all__ = [
     "Method", "LayerMethod", "Saliency", "InputXGradient", "GuidedBackprop", "Deconvnet",
     "IntegratedGradients", "SmoothGrad", "GradCAM", "GradCAMPlusPlus", "SmoothGradCAMPlusPlus",
     "GuidedGradCAM", "LayerSaliency", "NormGrad", "LinearApprox", "Combine", "Random",
+    "Occlusion", "LIME", "CLIME", "KernelSHAP",
 ]

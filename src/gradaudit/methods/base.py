@@ -30,6 +30,13 @@ class Method:
         """Model evaluations per example (used to size chunks of nested methods)."""
         return 1
 
+    @property
+    def linear_model(self) -> str | None:
+        """What the attribution e means as a local linear model of f around x: "gradient"
+        (f(x') ~ f(x) + e . (x' - x)), "contribution" (e / x is that gradient-like slope), or
+        None (not a linear model: absolute values, modified backprop, CAM maps)."""
+        return None
+
     def __call__(self, model: nn.Module, inputs: Tensor, target=None, *, batch_size: int | None = None) -> Tensor:
         """Explain ``inputs`` [B, ...] for ``target`` (None: predicted class; int; LongTensor[B];
         callable output -> Tensor[B]; ``ga.Contrast``). ``batch_size``: most model evaluations per

@@ -34,6 +34,10 @@ class Saliency(InputGradientMethod):
 
     abs: bool = True
 
+    @property
+    def linear_model(self):
+        return None if self.abs else "gradient"
+
     def _combine(self, x, grad):
         return grad.abs() if self.abs else grad
 
@@ -41,6 +45,8 @@ class Saliency(InputGradientMethod):
 @dataclass(frozen=True)
 class InputXGradient(InputGradientMethod):
     """Gradient times input, x * ds/dx."""
+
+    linear_model: ClassVar[str] = "contribution"
 
     def _combine(self, x, grad):
         return x * grad

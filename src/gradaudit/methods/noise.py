@@ -55,6 +55,10 @@ class SmoothGrad(Method):
     def evaluations(self) -> int:
         return self.samples * self.method.evaluations
 
+    @property
+    def linear_model(self):
+        return self.method.linear_model if self.kind == "mean" else None
+
     def _explain(self, model, x, target, chunk):
         target = fix_target(model, x, target, chunk)
         scale = noise_scale(x, self.noise, self.sigma)

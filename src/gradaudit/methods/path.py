@@ -54,6 +54,10 @@ class IntegratedGradients(Method):
     def evaluations(self) -> int:
         return self.steps
 
+    @property
+    def linear_model(self):
+        return "contribution"
+
     def _baseline(self, x: Tensor) -> Tensor:
         base = self.baseline(x) if callable(self.baseline) else self.baseline
         base = torch.as_tensor(base, dtype=x.dtype, device=x.device)
