@@ -74,3 +74,41 @@ def test_cli_errors_are_clear(tmp_path):
     result = subprocess.run([sys.executable, "-m", "gradaudit", "audit", "--preset", "tiny", "--methods", "magic"],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "unknown method 'magic'" in result.stderr
+
+
+def test_recommend_ranks_methods_for_a_user_model(tmp_path):
+    import torch
+
+    from gradaudit import models
+
+    module = tmp_path / "usermodel.py"
+    module.write_text("from gradaudit import models\n\ndef build():\n    return models.mlp((1, 6, 6), 3, hidden=8)\n")
+    torch.manual_seed(0)
+    model = models.mlp((1, 6, 6), 3, hidden=8)
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    torch.save(torch.rand(4, 1, 6, 6) + 0.2, tmp_path / "x.pt")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "gradaudit", "recommend", "--model", "usermodel:build",
+                             "--weights", str(tmp_path / "w.pt"), "--data", str(tmp_path / "x.pt"),
+                             "--neighbourhood", "gaussian:0.001,occlusion", "--examples", "4", "--samples", "64"],
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    blocks = result.stdout.split("neighbourhood ")[1:]
+    scores = [{line.split()[1]: float(line.split()[2]) for line in block.splitlines()[1:] if line.strip()}
+              for block in blocks]
+    assert scores[0]["Gradient"] <= min(scores[0].values()) + 1e-9        # each neighbourhood's own method wins
+    assert scores[1]["Occlusion"] <= min(scores[1].values()) + 1e-9       # (ties allowed)
+    assert "<- recommended" in blocks[0]
+    bad = subprocess.run([sys.executable, "-m", "gradaudit", "recommend", "--model", "nomodule"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "package.module:factory" in bad.stderr
+
+
+def test_audit_with_faithfulness_stores_and_reports_it(tmp_path):
+    from gradaudit.audit.pipeline import preset, run
+
+    run(preset("tiny", faithfulness=True, fractions=(0.1,), methods=("saliency",)), tmp_path)
+    store = Store(tmp_path / "results.sqlite")
+    rows = store.rows("local_faithfulness")
+    assert {r["model"] for r in rows} == {"standard", "robust"} and len(rows) == 2 * 8 * 6
+    assert "Local faithfulness" in (tmp_path / "report.html").read_text()

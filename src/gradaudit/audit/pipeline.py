@@ -16,13 +16,14 @@ import torch
 
 from .. import data, models, train
 from ..methods import (
-    Deconvnet, GradCAM, GradCAMPlusPlus, GuidedBackprop, InputXGradient, IntegratedGradients,
-    LinearApprox, NormGrad, Random, Saliency, SmoothGrad,
+    CLIME, LIME, Deconvnet, GradCAM, GradCAMPlusPlus, GuidedBackprop, InputXGradient, IntegratedGradients,
+    KernelSHAP, LinearApprox, NormGrad, Occlusion, Random, Saliency, SmoothGrad,
 )
 from ..report import method_grid, write_report
 from ..report.reading import headline
 from ..store import Store
 from .common import named_methods
+from .faithfulness import DEFAULT_NEIGHBOURHOODS, local_faithfulness
 from .groundtruth import signal_mass
 from .roar import diffroar
 from .sanity import randomization
@@ -50,6 +51,7 @@ class Preset:
     fill: float | str = 0.0
     blur_control: bool = False
     audit_images: int = 200
+    faithfulness: bool = False
     seed: int = 0
 
 
@@ -77,6 +79,20 @@ METHODS = {
     "linearapprox": lambda p: LinearApprox(p.layer),
     "random": lambda p: Random(seed=p.seed),
 }
+
+
+def linear_methods(samples: int = 256) -> dict:
+    """The eight local-function-approximation methods of Han et al. (2022), as linear models."""
+    return {
+        "Gradient": Saliency(abs=False),
+        "InputXGradient": InputXGradient(),
+        "SmoothGrad": SmoothGrad(Saliency(abs=False), samples=32, sigma=0.1),
+        "IntegratedGradients": IntegratedGradients(steps=32),
+        "LIME": LIME(samples=samples),
+        "CLIME": CLIME(samples=samples, sigma=0.1),
+        "KernelSHAP": KernelSHAP(samples=samples),
+        "Occlusion": Occlusion(window=1, stride=1),
+    }
 
 
 def preset(name: str, **overrides) -> Preset:
@@ -142,6 +158,9 @@ def run(settings: Preset, out: str | Path) -> dict:
             sensitive = {n: m for n, m in methods.items() if n != "Random"}
             class_sensitivity(sensitive, net, test_set, limit=limit, **common)
             randomization(sensitive, net, test_set, limit=min(limit, 100), seed=settings.seed, **common)
+            if settings.faithfulness:
+                local_faithfulness(linear_methods(), net, test_set, neighbourhoods=DEFAULT_NEIGHBOURHOODS,
+                                   samples=128, limit=8, seed=settings.seed, **common)
         results = {audit: store.rows(audit) for audit in ("signal_mass", "diffroar")}
     finally:
         store.close()

@@ -38,12 +38,14 @@ TITLES = {
     "diffroar": "DiffROAR: retrain on top-k vs bottom-k pixels",
     "class_sensitivity": "Class sensitivity",
     "randomization": "Sanity check: cascading model randomization",
+    "local_faithfulness": "Local faithfulness: which method's linear model fits which neighbourhood",
 }
 SUMMARY = {
     "signal_mass": (["model", "method"], ["signal_mass", "top_in_signal"]),
     "diffroar": (["model", "method", "fraction"], ["top_accuracy", "bottom_accuracy", "diffroar"]),
     "class_sensitivity": (["model", "method"], ["correlation"]),
     "randomization": (["model", "method", "randomized"], ["spearman"]),
+    "local_faithfulness": (["model", "neighbourhood", "method"], ["unexplained"]),
 }
 
 

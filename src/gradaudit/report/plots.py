@@ -71,7 +71,28 @@ def plot_randomization(table, ax=None):
     return fig
 
 
+def plot_local_faithfulness(table, ax=None):
+    """Methods x neighbourhoods matrix of unexplained variance per model; the best is boxed."""
+    models = list(dict.fromkeys(table["model"]))
+    fig, axes = _axes(ax, len(models), width=6)
+    for axis, model in zip(axes, models):
+        part = table[table["model"] == model].pivot(index="method", columns="neighbourhood", values="unexplained")
+        shown = part.clip(upper=1.0)
+        axis.imshow(shown.values, cmap="viridis_r", vmin=0, vmax=1, aspect="auto")
+        axis.set_xticks(range(len(part.columns)), part.columns, rotation=30, fontsize=7)
+        axis.set_yticks(range(len(part.index)), part.index, fontsize=7)
+        for j, column in enumerate(part.columns):
+            best = part[column].values.argmin()
+            for i in range(len(part.index)):
+                axis.text(j, i, f"{part.values[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                          color="red" if i == best else "white")
+        axis.set_title(f"Unexplained variance - {model} (red: best)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 PLOTTERS = {
     "diffroar": plot_diffroar, "signal_mass": plot_signal_mass,
     "class_sensitivity": plot_class_sensitivity, "randomization": plot_randomization,
+    "local_faithfulness": plot_local_faithfulness,
 }
