@@ -71,7 +71,8 @@ def diffroar(methods, model: nn.Module, train, test, *, model_fn: Callable[[], n
                 keep = {split: torch.stack([keep_masks(ranks[i], k, top) for k, r in todo for top in (True, False)])
                         for i, split in enumerate(("train", "test"))}
                 shape = train.x.shape
-                seeds = [seed + 1000 * r + 10 * j + top for j, (k, r) in enumerate(todo) for top in (0, 1)]
+                # A cell's seed depends on the cell alone, so a resumed run trains what a fresh one would.
+                seeds = [seed + 1000 * r + 10 * list(fractions).index(k) + top for k, r in todo for top in (0, 1)]
                 if progress:
                     print(f"  retraining {len(seeds)} models for {variant} ({model_name}) as one ensemble", flush=True)
                 trained = fit_ensemble(model_fn, train.x, train.y, keep["train"].view(-1, *shape), fill, seeds,
