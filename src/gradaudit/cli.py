@@ -1,4 +1,4 @@
-"""Command line: ``gradaudit audit``, ``gradaudit report``."""
+"""Command line: ``gradaudit audit``, ``report``, ``recommend``, ``explain-text``."""
 
 from __future__ import annotations
 
@@ -52,6 +52,47 @@ def _recommend(args) -> int:
     return 0
 
 
+def _text_method(name: str, steps: int):
+    from . import methods
+
+    makers = {"ig": lambda: methods.IntegratedGradients(steps=steps), "saliency": lambda: methods.Saliency(abs=False),
+              "inputxgradient": methods.InputXGradient,
+              "smoothgrad": lambda: methods.SmoothGrad(methods.Saliency(abs=False), samples=steps)}
+    if name not in makers:
+        raise ValueError(f"--method must be one of {', '.join(makers)}; got {name!r}")
+    return makers[name]()
+
+
+def _explain_text(args) -> int:
+    from pathlib import Path
+
+    from . import text
+
+    model, tokenizer = text.load(args.model, args.kind)
+    tx = text.TextExplainer(model, tokenizer, add_special_tokens=not args.no_special_tokens, reduce=args.reduce)
+    target = args.target
+    if target is not None and target.lstrip("-").isdigit():
+        target = int(target)
+    if args.contrast is not None:
+        target = text.Contrast(target, int(args.contrast) if args.contrast.lstrip("-").isdigit() else args.contrast)
+    result = tx.explain(args.prompt, target, _text_method(args.method, args.steps),
+                        baseline=args.baseline if args.method == "ig" else None)
+    result.show()
+    print(f"score {result.score:+.4f}   baseline {result.baseline_score:+.4f}   completeness gap {result.delta:+.2e}")
+    for token, score in result.top(5):
+        print(f"  {token!r:>16} {score:+.4f}")
+    if args.html:
+        from html import escape
+
+        page = (f"<!doctype html><meta charset='utf-8'><title>gradaudit explain-text</title>"
+                f"<p>prompt: {escape(args.prompt)}<br>target: {escape(str(args.target))}"
+                f"{' vs ' + escape(args.contrast) if args.contrast else ''}<br>method: {escape(args.method)}</p>"
+                f"<p style='font-size:1.4em'>{result.html()}</p>")
+        Path(args.html).write_text(page, encoding="utf-8")
+        print(f"html: {Path(args.html).resolve()}")
+    return 0
+
+
 def _report(args) -> int:
     from .report import write_report
 
@@ -86,6 +127,20 @@ def parser() -> argparse.ArgumentParser:
     recommend.add_argument("--trust-pickle", action="store_true",
                            help="allow full pickles (can run arbitrary code); off by default")
     recommend.set_defaults(handler=_recommend)
+    explain = commands.add_parser("explain-text", help="attribute a language model's output to prompt tokens")
+    explain.add_argument("--model", required=True, help="local Hugging Face model folder (nothing is downloaded)")
+    explain.add_argument("--prompt", required=True)
+    explain.add_argument("--target", help="continuation text (causal LM) or class index (classifier); "
+                                          "default: the greedy next token / the predicted class")
+    explain.add_argument("--contrast", help="the dispreferred continuation or class: scores target minus this")
+    explain.add_argument("--method", default="ig", help="ig (default), saliency, inputxgradient, smoothgrad")
+    explain.add_argument("--steps", type=int, default=32, help="IG steps or SmoothGrad samples")
+    explain.add_argument("--baseline", default="zeros", help="IG baseline: zeros, pad, mask, unk")
+    explain.add_argument("--reduce", default="sum", help="token score from its embedding attribution: sum or norm")
+    explain.add_argument("--kind", default="auto", help="auto, causal, classifier")
+    explain.add_argument("--no-special-tokens", action="store_true", help="do not add [CLS]/[SEP]/BOS to the prompt")
+    explain.add_argument("--html", help="also write the coloured tokens to this HTML file")
+    explain.set_defaults(handler=_explain_text)
     report = commands.add_parser("report", help="rebuild RUN/report.html from the run's store")
     report.add_argument("run")
     report.set_defaults(handler=_report)
@@ -96,7 +151,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
         print(f"gradaudit: error: {err}", file=sys.stderr)
         return 2
 

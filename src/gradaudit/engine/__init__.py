@@ -3,13 +3,14 @@
 Only this package touches hooks and autograd internals; methods are recipes on top of it.
 """
 
-from .backprop import Pass, backprop, predict
+from .backprop import Pass, RowConditioned, backprop, observe, predict, select_rows
+from .edit import edited_output
 from .chunks import auto_rows, sample_scores, sample_sum
 from .guard import prepared
 from .probe import resolve_layer
 from .target import Contrast, Target, as_target
 
 __all__ = [
-    "Pass", "backprop", "predict", "auto_rows", "sample_sum", "sample_scores", "prepared",
+    "Pass", "RowConditioned", "backprop", "observe", "predict", "select_rows", "edited_output", "auto_rows", "sample_sum", "sample_scores", "prepared",
     "resolve_layer", "Contrast", "Target", "as_target",
 ]

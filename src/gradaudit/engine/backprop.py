@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -23,9 +24,34 @@ class Pass:
     gradients: list[Tensor]
 
 
-def _forward(model: nn.Module, x: Tensor):
+class RowConditioned(nn.Module):
+    """A model whose forward also needs the example each row belongs to: ``forward(x, rows)``
+    with ``rows`` LongTensor[R]. Token sequences are one case: every example has its own
+    attention mask and fixed continuation, while methods expand rows along samples."""
+
+    def select(self, rows: Tensor) -> "RowConditioned":
+        """This model for a new batch whose example i is example ``rows[i]`` of this one."""
+        return _SelectedRows(self, rows)
+
+
+class _SelectedRows(RowConditioned):
+    def __init__(self, base: RowConditioned, rows: Tensor):
+        super().__init__()
+        self.base, self.index = base, rows
+        self.training = base.training
+
+    def forward(self, x, rows):
+        return self.base(x, self.index[rows.to(self.index.device)])
+
+
+def select_rows(model: nn.Module, rows: Tensor) -> nn.Module:
+    """``model`` for a batch whose example i is example ``rows[i]`` (unchanged unless row-conditioned)."""
+    return model.select(rows) if isinstance(model, RowConditioned) else model
+
+
+def _forward(model: nn.Module, x: Tensor, rows: Tensor):
     try:
-        return model(x)
+        return model(x, rows) if isinstance(model, RowConditioned) else model(x)
     except RuntimeError as err:
         raise ValueError(f"model(inputs) failed for inputs with per-example shape {list(x.shape[1:])}: {err}") from err
 
@@ -39,9 +65,13 @@ def backprop(model: nn.Module, x: Tensor, target: Target, rows: Tensor, *, layer
     independent in eval mode, so the gradient of the sum is each row's own gradient.
     """
     leaf = x.detach().requires_grad_(wrt_input)
-    with Probe(layers) as probe, modified(rule), torch.enable_grad():
+    with Probe(layers) as probe, modified(rule) as mode, torch.enable_grad():
         # The clone lets a model modify its input in place without touching the leaf.
-        output = _forward(model, leaf.clone() if wrt_input else leaf)
+        output = _forward(model, leaf.clone() if wrt_input else leaf, rows)
+        if mode is not None and mode.caught == 0:
+            warnings.warn(f"the {rule!r} backward rule caught no ReLU-like activation in this model's "
+                          "forward (activations written as arithmetic, such as GPT-2's tanh GELU, cannot "
+                          "be caught): the result is the plain gradient", stacklevel=4)
         scores = target.scores(output, rows)
         activations = probe.activations()
         wrt = ([leaf] if wrt_input else []) + activations
@@ -60,11 +90,21 @@ def predict(model: nn.Module, x: Tensor, target: Target, chunk: int) -> Tensor:
     out = []
     for start in range(0, len(x), chunk):
         rows = torch.arange(start, min(start + chunk, len(x)), device=x.device)
-        out.append(target.scores(_forward(model, x[start:start + chunk]), rows))
+        out.append(target.scores(_forward(model, x[start:start + chunk], rows), rows))
     return torch.cat(out)
 
 
 def predicted_classes(model: nn.Module, x: Tensor, chunk: int) -> Tensor:
     """LongTensor[B]: the class the model predicts for each example."""
+    rows = torch.arange(len(x), device=x.device)
     with torch.no_grad():
-        return torch.cat([_logits(_forward(model, x[s:s + chunk])).argmax(1) for s in range(0, len(x), chunk)])
+        return torch.cat([_logits(_forward(model, x[s:s + chunk], rows[s:s + chunk])).argmax(1)
+                          for s in range(0, len(x), chunk)])
+
+
+@torch.no_grad()
+def observe(model: nn.Module, x: Tensor, rows: Tensor, layers) -> list[Tensor]:
+    """Outputs of ``layers`` (list of ``(name, module)``) on one gradient-free forward of ``x`` [R, ...]."""
+    with Probe(layers) as probe:
+        _forward(model, x, rows)
+        return [a.detach() for a in probe.activations()]

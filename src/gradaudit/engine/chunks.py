@@ -61,7 +61,7 @@ def sample_scores(model: nn.Module, target, n_examples: int, n_samples: int, chu
     """
     scores = None
     for rows, examples, samples in chunk_rows(n_examples, n_samples, chunk, device):
-        out = target.scores(_forward(model, perturb(examples, samples)), examples)
+        out = target.scores(_forward(model, perturb(examples, samples), examples), examples)
         if scores is None:
             scores = torch.empty(n_examples, n_samples, dtype=accumulator_dtype(out.dtype), device=out.device)
         scores[examples.to(out.device), samples.to(out.device)] = out.to(scores.dtype)
@@ -91,7 +91,7 @@ def _saved_bytes(model: nn.Module, x: Tensor) -> int:
 
     leaf = x.detach().clone().requires_grad_(True)
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = _forward(model, leaf.clone())
+        out = _forward(model, leaf.clone(), torch.zeros(len(x), dtype=torch.long, device=x.device))
     out_bytes = out.numel() * out.element_size() if isinstance(out, Tensor) else 0
     return sum(storages.values()) + out_bytes + 2 * leaf.numel() * leaf.element_size()
 

@@ -63,6 +63,7 @@ class _RuleMode(TorchFunctionMode):
     def __init__(self, rule: str):
         super().__init__()
         self.rule = rule
+        self.caught = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
@@ -79,6 +80,7 @@ class _RuleMode(TorchFunctionMode):
         x = args[0]
         if not (torch.is_grad_enabled() and x.requires_grad):
             return func(*args, **kwargs)
+        self.caught += 1
         y = _Modified.apply(x, self.rule, fn, tuple(rest), kwargs)
         return x.copy_(y) if inplace else y
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..engine import sample_sum
+from ..engine.backprop import select_rows
 from ..engine.checks import check_choice, check_nonnegative, check_positive_int
 from ..engine.noise import GaussianNoise, noise_scale, noisy
 from .base import Method, fix_target
@@ -66,7 +67,7 @@ class SmoothGrad(Method):
         inner = self.method
 
         def rows(r, e, k):
-            attr = inner._explain(model, noisy(x, e, k, scale, draws), target.select(e), chunk)
+            attr = inner._explain(select_rows(model, e), noisy(x, e, k, scale, draws), target.select(e), chunk)
             return (attr, attr * attr) if self.kind == "var" else (attr * attr if self.kind == "square" else attr,)
 
         sums = sample_sum(len(x), self.samples, max(1, chunk // inner.evaluations), rows, x.device)

@@ -1,0 +1,11 @@
+"""Token attribution for language models (extra ``text``): gradient methods on the input
+embeddings of Hugging Face models, contrastive targets, GrAInS steering and ReAGent."""
+
+from .explainer import GenerationScores, TextExplainer, TokenScores
+from .loading import load
+from .reagent import MaskedLMReplacer, RandomReplacer, reagent
+from .steering import Steering, grains
+from .targets import Contrast, mean_pooled
+
+__all__ = ["TextExplainer", "TokenScores", "GenerationScores", "Contrast", "mean_pooled", "grains", "Steering",
+           "reagent", "RandomReplacer", "MaskedLMReplacer", "load"]
