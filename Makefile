@@ -5,7 +5,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gradaudit-installed
 
-.PHONY: demo test bench clean methods-demo
+.PHONY: demo test bench clean methods-demo text-demo
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,3 +30,6 @@ clean:
 
 methods-demo: $(STAMP)
 	$(PY) examples/methods_side_by_side.py --out runs/demo
+
+text-demo: $(STAMP)
+	$(PY) examples/text_similarity.py --out runs/text

@@ -290,3 +290,29 @@ def test_explain_text_cli(tmp_path, tokenizer, capsys):
     html = page.read_text()
     assert "&lt;b&gt;" in html and "<b>capital" not in html
     assert main(["explain-text", "--model", str(tmp_path / "missing"), "--prompt", "x"]) == 2
+
+
+def test_classifier_targets(tokenizer, tmp_path):
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=32, num_labels=3,
+                                     architectures=["BertForSequenceClassification"])
+    model = transformers.BertForSequenceClassification(config).eval().double()
+    tx = text.TextExplainer(model, tokenizer)
+    sentence = "a wonderful little film"
+    with torch.no_grad():
+        logits = model(**tokenizer(sentence, return_tensors="pt")).logits[0]
+    r = tx.explain(sentence, 2, ga.IntegratedGradients(steps=64))
+    assert r.score == pytest.approx(float(logits[2]), rel=1e-9)
+    assert abs(r.delta) < 1e-6 * max(1.0, abs(r.score - r.baseline_score))
+    assert tx.explain(sentence, None, ga.InputXGradient()).score == pytest.approx(float(logits.max()), rel=1e-9)
+    contrast = tx.score(sentence, text.Contrast(0, 1))
+    assert float(contrast) == pytest.approx(float(logits[0] - logits[1]), rel=1e-9)
+    with pytest.raises(ValueError, match="out of range"):
+        tx.explain(sentence, 3, ga.InputXGradient())
+    with pytest.raises(ValueError, match="needs a model whose output has logits \\[batch, tokens, vocab\\]"):
+        tx.explain(sentence, " paris", ga.InputXGradient())
+    model.float().save_pretrained(tmp_path / "clf")
+    tokenizer.save_pretrained(tmp_path / "clf")
+    loaded, _ = text.load(tmp_path / "clf")
+    assert type(loaded).__name__ == "BertForSequenceClassification" and not loaded.training

@@ -132,6 +132,10 @@ class TextExplainer:
         return list(self.tokenizer.convert_ids_to_tokens(list(ids)))
 
     @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
     def pad_id(self) -> int:
         for name in ("pad_token_id", "eos_token_id", "unk_token_id"):
             value = getattr(self.tokenizer, name, None)
@@ -169,7 +173,7 @@ class TextExplainer:
 
     def _predicted(self, prompts: list[list[int]]):
         """target=None: the greedy next token of a causal LM, or the predicted class of a classifier."""
-        emb, x, _ = self._inputs(prompts, [[Branch()]] * len(prompts))
+        emb, x, _ = self.inputs(prompts, [[Branch()]] * len(prompts))
         with prepared(self.model), torch.no_grad():
             logits = getattr(emb(x, torch.arange(len(x))).output, "logits", None)
         if isinstance(logits, Tensor) and logits.ndim == 3:
@@ -181,15 +185,16 @@ class TextExplainer:
         raise ValueError("target=None needs a causal LM or a classifier; for an embedder pass a callable target")
 
     # ---- running ---------------------------------------------------------------------------
-    def _inputs(self, prompts: list[list[int]], branches):
-        """The row-conditioned model, the prompt embeddings [B, P, D] and the layout."""
+    def inputs(self, prompts: list[list[int]], branches):
+        """What methods run on: the row-conditioned model for ``prompts`` (token ids per example)
+        with their ``branches`` (list of ``Branch`` per example), the prompt embeddings [B, P, D]
+        and the right-padded prompt ids [B, P]."""
         layout = build_layout(prompts, branches, self.pad_id)
-        device = self.embed.weight.device if hasattr(self.embed, "weight") else next(self.model.parameters()).device
         ids = torch.full((len(prompts), layout.width), self.pad_id, dtype=torch.long)
         for i, p in enumerate(prompts):
             ids[i, :len(p)] = torch.tensor(p)
         with torch.no_grad():
-            x = self.embed(ids.to(device)).detach()
+            x = self.embed(ids.to(self.device)).detach()
         return Embedded(self.model, layout, self.embed), x, ids
 
     def _prepare(self, prompts, target):
@@ -208,7 +213,7 @@ class TextExplainer:
         """The target's score [B] for each prompt (no attribution): log p(continuation), a
         contrast, a class logit or the callable's value."""
         _, ids, branches, scorer = self._prepare(prompts, target)
-        emb, x, _ = self._inputs(ids, branches)
+        emb, x, _ = self.inputs(ids, branches)
         with prepared(self.model):
             return predict(emb, x, scorer, self._chunk(emb, x))
 
@@ -266,7 +271,7 @@ class TextExplainer:
             raise ValueError(f"{type(method).__name__} is a perturbation method; TextExplainer runs gradient "
                              "methods (use text.reagent for a perturbation attribution of tokens)")
         single, ids, branches, scorer = self._prepare(prompts, target)
-        emb, x, padded = self._inputs(ids, branches)
+        emb, x, padded = self.inputs(ids, branches)
         method, base = self._baseline(method, baseline, x, padded)
         attr = method(emb, x, scorer, batch_size=self.batch_size)
         with prepared(self.model):
@@ -284,7 +289,7 @@ class TextExplainer:
         """Greedy continuation ids of ``prompt`` (the model's ``generate``, no sampling)."""
         if not callable(getattr(self.model, "generate", None)):
             raise TypeError(f"{type(self.model).__name__} cannot generate; explain_generation needs a causal LM")
-        ids = torch.tensor([self.encode(prompt)], device=self.embed.weight.device)
+        ids = torch.tensor([self.encode(prompt)], device=self.device)
         with prepared(self.model), torch.no_grad():
             out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
                                       max_new_tokens=max_new_tokens, pad_token_id=self.pad_id)
@@ -300,7 +305,7 @@ class TextExplainer:
         ids = self.encode(prompt)
         method = IntegratedGradients(steps=32) if method is None else method
         branches = [[Branch(tuple(generated[:i + 1]), first=i)] for i in range(len(generated))]
-        emb, x, padded = self._inputs([ids] * len(generated), branches)
+        emb, x, padded = self.inputs([ids] * len(generated), branches)
         method, _ = self._baseline(method, baseline, x, padded)
         attr = method(emb, x, ContinuationScore(), batch_size=self.batch_size)
         with prepared(self.model):

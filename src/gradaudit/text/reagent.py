@@ -84,7 +84,7 @@ def reagent(tx: TextExplainer, prompt: str, target: str, *, ratio: float = 0.3, 
     n_keep = max(1, int(round(keep * int(free.sum()))))
 
     def evaluate(batch: Tensor, scorer) -> Tensor:
-        emb, x, _ = tx._inputs(batch.tolist(), [[Branch(cont)]] * len(batch))
+        emb, x, _ = tx.inputs(batch.tolist(), [[Branch(cont)]] * len(batch))
         with prepared(tx.model):
             return predict(emb, x, scorer, len(x)).float().cpu()
 

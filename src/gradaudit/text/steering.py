@@ -90,7 +90,7 @@ def grains(tx: TextExplainer, prompts: list[str], preferred, dispreferred, layer
                          "negative": [r.tokens[i] for i in minus]})
         for drop in (minus, plus):
             ablated.append([int(token) if i in drop else t for i, t in enumerate(r.ids)])
-    emb, x, _ = tx._inputs(ablated, [[Branch()]] * len(ablated))
+    emb, x, _ = tx.inputs(ablated, [[Branch()]] * len(ablated))
     with prepared(tx.model):
         (hidden,) = observe(emb, x, torch.arange(len(x)), [(name, module)])
     if hidden.ndim != 3:
