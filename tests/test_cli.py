@@ -112,3 +112,36 @@ def test_audit_with_faithfulness_stores_and_reports_it(tmp_path):
     rows = store.rows("local_faithfulness")
     assert {r["model"] for r in rows} == {"standard", "robust"} and len(rows) == 2 * 8 * 6
     assert "Local faithfulness" in (tmp_path / "report.html").read_text()
+
+
+def test_explain_an_image_file(tmp_path):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    import gradaudit as ga
+    from gradaudit import models
+    from gradaudit.loading import load_image
+
+    (tmp_path / "usercnn.py").write_text("from gradaudit import models\n\ndef build():\n"
+                                         "    return models.small_cnn((1, 28, 28), 10, width=4)\n")
+    torch.manual_seed(0)
+    model = models.small_cnn((1, 28, 28), 10, width=4).eval()
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    pixels = (np.random.default_rng(0).random((56, 56)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "digit.png")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    command = [sys.executable, "-m", "gradaudit", "explain", "--model", "usercnn:build", "--weights",
+               str(tmp_path / "w.pt"), "--input", str(tmp_path / "digit.png"), "--size", "28,28",
+               "--method", "saliency,gradcam", "--layer", "conv2", "--target", "3",
+               "--out", str(tmp_path / "map.png"), "--save-maps", str(tmp_path / "maps.pt")]
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "map.png").stat().st_size > 1000
+    x = load_image(tmp_path / "digit.png", 1, (28, 28))
+    assert x.shape == (1, 1, 28, 28) and 0 <= x.min() and x.max() <= 1
+    saved = torch.load(tmp_path / "maps.pt", weights_only=True)
+    assert torch.allclose(saved["saliency"], ga.heatmap(ga.Saliency()(model, x, 3)), atol=1e-6)
+    assert torch.allclose(saved["gradcam"], ga.heatmap(ga.GradCAM("conv2")(model, x, 3)), atol=1e-6)
+    no_layer = subprocess.run(command[:-10] + ["--method", "gradcam"], capture_output=True, text=True, env=env)
+    assert no_layer.returncode == 2 and "needs --layer" in no_layer.stderr

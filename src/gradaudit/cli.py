@@ -1,4 +1,4 @@
-"""Command line: ``gradaudit audit``, ``report``, ``recommend``, ``explain-text``."""
+"""Command line: ``gradaudit audit``, ``report``, ``explain``, ``recommend``, ``explain-text``."""
 
 from __future__ import annotations
 
@@ -49,6 +49,46 @@ def _recommend(args) -> int:
         print(f"\nneighbourhood {hood}: unexplained variance of each method's local linear model (lower is better)")
         for rank, row in enumerate(ranking.itertuples(), start=1):
             print(f"  {rank}. {row.method:22} {row.unexplained:.4f}{'   <- recommended' if rank == 1 else ''}")
+    return 0
+
+
+def _explain(args) -> int:
+    from types import SimpleNamespace
+
+    import torch
+
+    from . import heatmap
+    from .audit.pipeline import METHODS
+    from .engine.backprop import predicted_classes
+    from .loading import first_conv_channels, load_image, load_model, load_tensor_file
+    from .report.figures import method_grid
+
+    model = load_model(args.model, args.weights, args.trust_pickle)
+    if args.input.endswith((".pt", ".pth")):
+        x = load_tensor_file(args.input, args.trust_pickle)
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{args.input} holds {type(x).__name__}; expected a tensor [C, H, W] or [B, C, H, W]")
+        x = x.unsqueeze(0) if x.ndim == 3 else x
+    else:
+        size = tuple(int(v) for v in args.size.split(",")) if args.size else None
+        x = load_image(args.input, args.channels or first_conv_channels(model), size)
+    x = x.float()
+    names = args.method.split(",")
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise ValueError(f"--method {unknown[0]!r} is not one of {', '.join(METHODS)}")
+    settings = SimpleNamespace(samples=args.samples, steps=args.steps, layer=args.layer, seed=0)
+    needs_layer = {"gradcam", "gradcampp", "normgrad", "linearapprox"}
+    if needs_layer & set(names) and not args.layer:
+        raise ValueError(f"--method {sorted(needs_layer & set(names))[0]} needs --layer (a conv layer's dotted name)")
+    target = args.target if args.target is not None else predicted_classes(model, x, len(x))
+    maps = {name: METHODS[name](settings)(model, x, target) for name in names}
+    path = method_grid(x, maps, args.out, titles=[f"class {int(t)}" for t in torch.as_tensor(target).expand(len(x))])
+    print(f"explained class {torch.as_tensor(target).tolist()} with {', '.join(names)}")
+    if args.save_maps:
+        torch.save({name: heatmap(m) for name, m in maps.items()}, args.save_maps)
+        print(f"maps ([B, H, W] tensors): {args.save_maps}")
+    print(f"figure: {path.resolve()}")
     return 0
 
 
@@ -127,6 +167,24 @@ def parser() -> argparse.ArgumentParser:
     recommend.add_argument("--trust-pickle", action="store_true",
                            help="allow full pickles (can run arbitrary code); off by default")
     recommend.set_defaults(handler=_recommend)
+    explain = commands.add_parser("explain", help="explain a model's prediction on an image or a tensor file")
+    explain.add_argument("--model", required=True, help="package.module:factory building the model")
+    explain.add_argument("--weights", help="a state dict saved with torch.save (loaded with weights_only=True)")
+    explain.add_argument("--input", required=True, help="an image (PNG, JPEG...) or a tensor [C,H,W]/[B,C,H,W] (.pt)")
+    explain.add_argument("--method", default="smoothgrad", help="one or more, comma-separated: saliency, "
+                         "inputxgradient, smoothgrad, ig, guidedbackprop, deconvnet, gradcam, gradcampp, normgrad, "
+                         "linearapprox, random")
+    explain.add_argument("--layer", help="dotted name of the layer for gradcam, gradcampp, normgrad, linearapprox")
+    explain.add_argument("--target", type=int, help="class to explain (default: the predicted class)")
+    explain.add_argument("--steps", type=int, default=32, help="IG steps")
+    explain.add_argument("--samples", type=int, default=32, help="SmoothGrad samples")
+    explain.add_argument("--channels", type=int, help="1 or 3 (default: the first conv's input channels)")
+    explain.add_argument("--size", help="H,W to resize the image to")
+    explain.add_argument("--out", default="map.png", help="PNG: the input and one heatmap per method")
+    explain.add_argument("--save-maps", help="also save the [B, H, W] heatmaps as a torch file")
+    explain.add_argument("--trust-pickle", action="store_true",
+                         help="allow full pickles (can run arbitrary code); off by default")
+    explain.set_defaults(handler=_explain)
     explain = commands.add_parser("explain-text", help="attribute a language model's output to prompt tokens")
     explain.add_argument("--model", required=True, help="local Hugging Face model folder (nothing is downloaded)")
     explain.add_argument("--prompt", required=True)
