@@ -6,8 +6,10 @@
 For each model and multi-sample method it prints ms/image for: gradaudit with default settings,
 Captum with its defaults, Captum with its best hand-tuned internal batch, and the floor: the
 method's number of forward+backward passes at the best batch size (swept over 1..256 rows).
-Every case runs in its own subprocess; peak memory is the peak RSS during the timed calls above
-the RSS before them (after a warm-up call), or the CUDA peak allocation. With a GPU the same script runs on CUDA.
+Times: all cases of one model run in one subprocess, round-robin over the repeats (this machine's
+speed drifts by up to 1.5x between processes), fastest repeat each. Peak memory: each case alone
+in its own subprocess, the peak RSS during one call above the RSS before it (after a warm-up
+call; large allocations returned to the system at once), or the CUDA peak allocation. With a GPU the same script runs on CUDA.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import subprocess
 import sys
 import time
@@ -66,13 +69,12 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def run_case(case: dict) -> dict:
-    """Time one (model, method, implementation, setting) in this process."""
+def make_call(case: dict, model: nn.Module, x: torch.Tensor):
+    """``(call, rows_scale)``: a no-argument callable running ``case`` once, and the factor that
+    turns its time into the time of one call of the method (only the floor needs one)."""
     import gradaudit as ga
 
-    torch.set_num_threads(case["threads"])
     device = case["device"]
-    model, x = build(case["model"], device)
     target = torch.zeros(len(x), dtype=torch.long, device=device)
     kind, impl, setting = case["method"], case["impl"], case.get("setting")
     steps = case.get("steps", SAMPLES)
@@ -81,66 +83,99 @@ def run_case(case: dict) -> dict:
                   "smoothgrad": lambda: ga.SmoothGrad(ga.Saliency(abs=False), samples=SAMPLES, sigma=0.15),
                   "smoothgradcampp": lambda: ga.SmoothGradCAMPlusPlus(MODELS[case["model"]][3], samples=SAMPLES, sigma=0.15),
                   }[kind]()
-        call = lambda: method(model, x, target, batch_size=setting)  # noqa: E731
-    elif impl == "captum":
+        return (lambda: method(model, x, target, batch_size=setting)), 1.0
+    if impl == "captum":
         from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
 
         if kind == "ig":
             explainer = IntegratedGradients(model)
-            call = lambda: explainer.attribute(x, target=target, n_steps=steps, internal_batch_size=setting)  # noqa: E731
-        else:
-            explainer = NoiseTunnel(Saliency(model))
-            call = lambda: explainer.attribute(x, target=target, nt_type="smoothgrad", nt_samples=SAMPLES,  # noqa: E731
-                                               stdevs=0.15, nt_samples_batch_size=setting, abs=False)
-    else:  # the floor: bare forward + backward of `setting` rows, scaled to the method's row count
-        for p in model.parameters():
-            p.requires_grad_(False)
-        rows = torch.rand(setting, *x.shape[1:], device=device)
+            return (lambda: explainer.attribute(x, target=target, n_steps=steps, internal_batch_size=setting)), 1.0
+        explainer = NoiseTunnel(Saliency(model))
+        return (lambda: explainer.attribute(x, target=target, nt_type="smoothgrad", nt_samples=SAMPLES, stdevs=0.15,
+                                            nt_samples_batch_size=setting, abs=False)), 1.0
+    # the floor: bare forward + backward of `setting` rows, on a frozen copy of the model
+    frozen, _ = build(case["model"], device)
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    rows = torch.rand(setting, *x.shape[1:], device=device)
 
-        def call():
-            leaf = rows.clone().requires_grad_(True)
-            torch.autograd.grad(model(leaf)[:, 0].sum(), leaf)
+    def call():
+        leaf = rows.clone().requires_grad_(True)
+        torch.autograd.grad(frozen(leaf)[:, 0].sum(), leaf)
 
+    return call, len(x) * steps / setting
+
+
+def _timed(call, device) -> float:
+    start = time.perf_counter()
+    call()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def run_case(case: dict) -> dict:
+    """Peak memory (and time) of one case, alone in this process."""
+    torch.set_num_threads(case["threads"])
+    device = case["device"]
+    model, x = build(case["model"], device)
+    call, scale = make_call(case, model, x)
     call()                                                     # warm-up
     _sync(device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     idle = _reset_peak()
-    times = []
-    for _ in range(case["repeats"]):
-        start = time.perf_counter()
-        call()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    seconds = min(times)          # the least-disturbed run: this machine's timings drift between runs
-    if impl == "floor":
-        seconds = seconds / setting * len(x) * steps          # per call of the method
+    seconds = min(_timed(call, device) for _ in range(case["repeats"])) * scale
     peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else _status_mb("VmHWM") - idle
     return {"ms_per_image": 1000 * seconds / len(x), "peak_mb": peak}
 
 
+def time_cases(cases: list[dict]) -> list[float]:
+    """ms/image of each case (same model), timed round-robin in this process: this machine's
+    speed drifts by up to 1.5x between processes and over minutes, so the cases of one
+    comparison share every repeat. Each case's time is its fastest repeat."""
+    torch.set_num_threads(cases[0]["threads"])
+    device = cases[0]["device"]
+    model, x = build(cases[0]["model"], device)
+    calls = [make_call(case, model, x) for case in cases]
+    for call, _ in calls:
+        call()
+    times = [[] for _ in calls]
+    for _ in range(cases[0]["repeats"]):
+        for spent, (call, scale) in zip(times, calls):
+            spent.append(_timed(call, device) * scale)
+    return [1000 * min(spent) / len(x) for spent in times]
+
+
 def measure(case: dict) -> dict:
-    """Run ``case`` in a fresh subprocess and return its measurements."""
-    out = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)], capture_output=True, text=True)
+    """Peak memory of ``case`` alone in a fresh subprocess. glibc there hands every allocation
+    over 64 KiB straight back to the system when freed (MALLOC_MMAP_THRESHOLD_), so the peak RSS
+    follows live tensors instead of the allocator's caching (which made it vary 2x between runs).
+    That slows the process, so its times are not used."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    return _subprocess(["--case", json.dumps(case)], env) or {"ms_per_image": float("nan"), "peak_mb": float("nan")}
+
+
+def _subprocess(arguments: list[str], env: dict | None = None):
+    out = subprocess.run([sys.executable, __file__, *arguments], capture_output=True, text=True, env=env)
     if out.returncode != 0:
-        return {"ms_per_image": float("nan"), "peak_mb": float("nan"), "error": out.stderr.strip().splitlines()[-1]}
+        print(f"  (failed: {out.stderr.strip().splitlines()[-1]})", file=sys.stderr)
+        return None
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def best(cases: list[dict]) -> tuple[dict, dict]:
-    results = [(measure(c), c) for c in cases]
-    return min(results, key=lambda rc: rc[0]["ms_per_image"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--cases", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="fewer batch sizes and repeats")
     parser.add_argument("--models", default="cnn,mlp,resnet")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     if args.case:
         print(json.dumps(run_case(json.loads(args.case))))
+        return
+    if args.cases:
+        print(json.dumps(time_cases(json.loads(args.cases))))
         return
     device = "cuda" if torch.cuda.is_available() else "cpu"
     sizes = [1, 4, 16, 64, 256] if args.quick else [1, 2, 4, 8, 16, 32, 64, 128, 256]
@@ -151,25 +186,31 @@ def main() -> None:
     print("-" * len(header))
     for name in args.models.split(","):
         images = MODELS[name][2]
-        repeats = 2 if name == "resnet" or args.quick else 5
-        base = {"model": name, "device": device, "threads": args.threads, "repeats": repeats}
-        floor, floor_case = best([{**base, "method": "ig", "impl": "floor", "setting": s} for s in sizes])
+        base = {"model": name, "device": device, "threads": args.threads,
+                "repeats": 3 if name == "resnet" or args.quick else 7}
         methods = ["ig", "smoothgrad"] + (["smoothgradcampp"] if MODELS[name][3] else [])
-        for method in methods:
-            ours = measure({**base, "method": method, "impl": "gradaudit"})
-            line = f"{name:7} {method:16} {ours['ms_per_image']:10.2f} "
+        floors = [{**base, "method": "ig", "impl": "floor", "setting": s} for s in sizes]
+        ours = [{**base, "method": m, "impl": "gradaudit"} for m in methods]
+        captum = [{**base, "method": m, "impl": "captum", "setting": s} for m in ("ig", "smoothgrad")
+                  for s in [None] + [s for s in sizes if s <= images * SAMPLES]]
+        cases = floors + ours + captum
+        times = dict(zip(map(json.dumps, cases), _subprocess(["--cases", json.dumps(cases)]) or [float("nan")] * len(cases)))
+        ms = lambda case: times[json.dumps(case)]  # noqa: E731
+        floor_case = min(floors, key=ms)
+        floor = ms(floor_case)
+        for method, case in zip(methods, ours):
+            memory = measure({**case, "repeats": 1})["peak_mb"]
+            line = f"{name:7} {method:16} {ms(case):10.2f} "
             if method == "smoothgradcampp":
-                line += f"{'-':>9} {'-':>13} {floor['ms_per_image']:8.2f} {ours['ms_per_image'] / floor['ms_per_image']:8.2f}x"
-                print(line + f" {'-':>9} {'-':>8} {ours['peak_mb']:7.0f} {'-':>9}", flush=True)
+                print(line + f"{'-':>9} {'-':>13} {floor:8.2f} {ms(case) / floor:7.2f}x {'-':>9} {'-':>8} "
+                      f"{memory:7.0f} {'-':>9}", flush=True)
                 continue
-            theirs = measure({**base, "method": method, "impl": "captum"})
-            tuned, tuned_case = best([{**base, "method": method, "impl": "captum", "setting": s}
-                                      for s in sizes if s <= images * SAMPLES])
-            line += (f"{theirs['ms_per_image']:9.2f} {tuned['ms_per_image']:8.2f} (b{tuned_case['setting']:<3}) "
-                     f"{floor['ms_per_image']:8.2f} {ours['ms_per_image'] / floor['ms_per_image']:7.2f}x "
-                     f"{theirs['ms_per_image'] / ours['ms_per_image']:8.2f}x {tuned['ms_per_image'] / ours['ms_per_image']:7.2f}x "
-                     f"{ours['peak_mb']:7.0f} {theirs['peak_mb']:9.0f}")
-            print(line, flush=True)
+            default = next(c for c in captum if c["method"] == method and c["setting"] is None)
+            tuned = min((c for c in captum if c["method"] == method and c["setting"] is not None), key=ms)
+            their_memory = measure({**default, "repeats": 1})["peak_mb"]
+            print(line + f"{ms(default):9.2f} {ms(tuned):8.2f} (b{tuned['setting']:<3}) {floor:8.2f} "
+                  f"{ms(case) / floor:7.2f}x {ms(default) / ms(case):8.2f}x {ms(tuned) / ms(case):7.2f}x "
+                  f"{memory:7.0f} {their_memory:9.0f}", flush=True)
         print(f"{'':7} floor: best batch {floor_case['setting']} rows")
     print("\nPeak memory of IntegratedGradients as steps grow (gradaudit defaults, cnn):")
     for steps in (20, 200):
@@ -177,8 +218,7 @@ def main() -> None:
                      "impl": "gradaudit", "steps": steps})
         c = measure({"model": "cnn", "device": device, "threads": args.threads, "repeats": 1, "method": "ig",
                      "impl": "captum", "steps": steps})
-        print(f"  steps {steps:4d}: gradaudit {r['peak_mb']:7.1f} MB ({r['ms_per_image']:.1f} ms/image)   "
-              f"captum default {c['peak_mb']:7.1f} MB")
+        print(f"  steps {steps:4d}: gradaudit {r['peak_mb']:7.1f} MB   captum default {c['peak_mb']:7.1f} MB")
 
 
 if __name__ == "__main__":
