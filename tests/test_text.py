@@ -290,6 +290,9 @@ def test_explain_text_cli(tmp_path, tokenizer, capsys):
     html = page.read_text()
     assert "&lt;b&gt;" in html and "<b>capital" not in html
     assert main(["explain-text", "--model", str(tmp_path / "missing"), "--prompt", "x"]) == 2
+    code = main(["explain-text", "--model", str(folder), "--prompt", "the year is", "--target", " 2026",
+                 "--no-special-tokens", "--method", "reagent", "--steps", "5"])
+    assert code == 0 and "ReAGent importances" in capsys.readouterr().out
 
 
 def test_classifier_targets(tokenizer, tmp_path):

@@ -110,15 +110,26 @@ def _explain_text(args) -> int:
 
     model, tokenizer = text.load(args.model, args.kind)
     tx = text.TextExplainer(model, tokenizer, add_special_tokens=not args.no_special_tokens, reduce=args.reduce)
-    target = args.target
-    if target is not None and target.lstrip("-").isdigit():
-        target = int(target)
+    classifier = "SequenceClassification" in type(model).__name__
+
+    def parse(value):                     # class indices for classifiers, continuation text otherwise
+        return int(value) if classifier and value is not None and value.lstrip("-").isdigit() else value
+
+    target = parse(args.target)
     if args.contrast is not None:
-        target = text.Contrast(target, int(args.contrast) if args.contrast.lstrip("-").isdigit() else args.contrast)
-    result = tx.explain(args.prompt, target, _text_method(args.method, args.steps),
-                        baseline=args.baseline if args.method == "ig" else None)
-    result.show()
-    print(f"score {result.score:+.4f}   baseline {result.baseline_score:+.4f}   completeness gap {result.delta:+.2e}")
+        target = text.Contrast(target, parse(args.contrast))
+    if args.method == "reagent":
+        if not isinstance(target, str):
+            raise ValueError("--method reagent needs --target: a continuation of a causal LM (no --contrast)")
+        result = text.reagent(tx, args.prompt, target, max_steps=args.steps)
+        result.show()
+        print(f"p(target) {result.score:.4g}; ReAGent importances sum to 1")
+    else:
+        result = tx.explain(args.prompt, target, _text_method(args.method, args.steps),
+                            baseline=args.baseline if args.method == "ig" else None)
+        result.show()
+        print(f"score {result.score:+.4f}   baseline {result.baseline_score:+.4f}   "
+              f"completeness gap {result.delta:+.2e}")
     for token, score in result.top(5):
         print(f"  {token!r:>16} {score:+.4f}")
     if args.html:
@@ -191,8 +202,9 @@ def parser() -> argparse.ArgumentParser:
     explain.add_argument("--target", help="continuation text (causal LM) or class index (classifier); "
                                           "default: the greedy next token / the predicted class")
     explain.add_argument("--contrast", help="the dispreferred continuation or class: scores target minus this")
-    explain.add_argument("--method", default="ig", help="ig (default), saliency, inputxgradient, smoothgrad")
-    explain.add_argument("--steps", type=int, default=32, help="IG steps or SmoothGrad samples")
+    explain.add_argument("--method", default="ig",
+                         help="ig (default), saliency, inputxgradient, smoothgrad, reagent (perturbation)")
+    explain.add_argument("--steps", type=int, default=32, help="IG steps, SmoothGrad samples, ReAGent max steps")
     explain.add_argument("--baseline", default="zeros", help="IG baseline: zeros, pad, mask, unk")
     explain.add_argument("--reduce", default="sum", help="token score from its embedding attribution: sum or norm")
     explain.add_argument("--kind", default="auto", help="auto, causal, classifier")
