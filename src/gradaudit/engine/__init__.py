@@ -11,6 +11,6 @@ from .probe import resolve_layer
 from .target import Contrast, Target, as_target
 
 __all__ = [
-    "Pass", "RowConditioned", "backprop", "observe", "predict", "select_rows", "edited_output", "auto_rows", "sample_sum", "sample_scores", "prepared",
-    "resolve_layer", "Contrast", "Target", "as_target",
+    "Pass", "RowConditioned", "backprop", "observe", "predict", "select_rows", "edited_output", "auto_rows",
+    "sample_sum", "sample_scores", "prepared", "resolve_layer", "Contrast", "Target", "as_target",
 ]

@@ -92,8 +92,19 @@ def _saved_bytes(model: nn.Module, x: Tensor) -> int:
     leaf = x.detach().clone().requires_grad_(True)
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = _forward(model, leaf.clone(), torch.zeros(len(x), dtype=torch.long, device=x.device))
-    out_bytes = out.numel() * out.element_size() if isinstance(out, Tensor) else 0
-    return sum(storages.values()) + out_bytes + 2 * leaf.numel() * leaf.element_size()
+    return sum(storages.values()) + _output_bytes(out) + 2 * leaf.numel() * leaf.element_size()
+
+
+def _output_bytes(out) -> int:
+    """Bytes of the tensors in a model output: a tensor, a dict / Hugging Face ModelOutput, a
+    tuple, or a record holding one in ``.output`` (text models)."""
+    if isinstance(out, Tensor):
+        return out.numel() * out.element_size()
+    if isinstance(out, dict):
+        return sum(_output_bytes(v) for v in out.values())
+    if isinstance(out, (list, tuple)):
+        return sum(_output_bytes(v) for v in out)
+    return _output_bytes(out.output) if hasattr(out, "output") else 0
 
 
 def bytes_per_row(model: nn.Module, x: Tensor) -> int:
