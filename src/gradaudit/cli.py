@@ -151,6 +151,14 @@ def _report(args) -> int:
     return 0
 
 
+def _model_arguments(command: argparse.ArgumentParser) -> None:
+    """--model, --weights and --trust-pickle: a user's model, loaded safely (see ``loading``)."""
+    command.add_argument("--model", required=True, help="package.module:factory building the model")
+    command.add_argument("--weights", help="a state dict saved with torch.save (loaded with weights_only=True)")
+    command.add_argument("--trust-pickle", action="store_true",
+                         help="allow full pickles (can run arbitrary code); off by default")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="gradaudit", description="Saliency maps you can check.")
     commands = root.add_subparsers(dest="command", required=True)
@@ -168,19 +176,15 @@ def parser() -> argparse.ArgumentParser:
                        help="also run the local-faithfulness audit (which method fits which neighbourhood)")
     audit.set_defaults(handler=_audit)
     recommend = commands.add_parser("recommend", help="rank methods by how well they fit f on a neighbourhood")
-    recommend.add_argument("--model", required=True, help="package.module:factory building the model")
-    recommend.add_argument("--weights", help="a state dict saved with torch.save (loaded with weights_only=True)")
+    _model_arguments(recommend)
     recommend.add_argument("--data", help="a tensor [N, ...] saved with torch.save (default: BlockMNIST test images)")
     recommend.add_argument("--neighbourhood", default="gaussian:0.1",
                            help="comma-separated: gaussian:SIGMA, mask:P, shap, uniform, occlusion")
     recommend.add_argument("--examples", type=int, default=8)
     recommend.add_argument("--samples", type=int, default=128, help="neighbourhood samples per example")
-    recommend.add_argument("--trust-pickle", action="store_true",
-                           help="allow full pickles (can run arbitrary code); off by default")
     recommend.set_defaults(handler=_recommend)
     explain = commands.add_parser("explain", help="explain a model's prediction on an image or a tensor file")
-    explain.add_argument("--model", required=True, help="package.module:factory building the model")
-    explain.add_argument("--weights", help="a state dict saved with torch.save (loaded with weights_only=True)")
+    _model_arguments(explain)
     explain.add_argument("--input", required=True, help="an image (PNG, JPEG...) or a tensor [C,H,W]/[B,C,H,W] (.pt)")
     explain.add_argument("--method", default="smoothgrad", help="one or more, comma-separated: saliency, "
                          "inputxgradient, smoothgrad, ig, guidedbackprop, deconvnet, gradcam, gradcampp, normgrad, "
@@ -193,24 +197,23 @@ def parser() -> argparse.ArgumentParser:
     explain.add_argument("--size", help="H,W to resize the image to")
     explain.add_argument("--out", default="map.png", help="PNG: the input and one heatmap per method")
     explain.add_argument("--save-maps", help="also save the [B, H, W] heatmaps as a torch file")
-    explain.add_argument("--trust-pickle", action="store_true",
-                         help="allow full pickles (can run arbitrary code); off by default")
     explain.set_defaults(handler=_explain)
-    explain = commands.add_parser("explain-text", help="attribute a language model's output to prompt tokens")
-    explain.add_argument("--model", required=True, help="local Hugging Face model folder (nothing is downloaded)")
-    explain.add_argument("--prompt", required=True)
-    explain.add_argument("--target", help="continuation text (causal LM) or class index (classifier); "
-                                          "default: the greedy next token / the predicted class")
-    explain.add_argument("--contrast", help="the dispreferred continuation or class: scores target minus this")
-    explain.add_argument("--method", default="ig",
-                         help="ig (default), saliency, inputxgradient, smoothgrad, reagent (perturbation)")
-    explain.add_argument("--steps", type=int, default=32, help="IG steps, SmoothGrad samples, ReAGent max steps")
-    explain.add_argument("--baseline", default="zeros", help="IG baseline: zeros, pad, mask, unk")
-    explain.add_argument("--reduce", default="sum", help="token score from its embedding attribution: sum or norm")
-    explain.add_argument("--kind", default="auto", help="auto, causal, classifier")
-    explain.add_argument("--no-special-tokens", action="store_true", help="do not add [CLS]/[SEP]/BOS to the prompt")
-    explain.add_argument("--html", help="also write the coloured tokens to this HTML file")
-    explain.set_defaults(handler=_explain_text)
+    explain_text = commands.add_parser("explain-text", help="attribute a language model's output to prompt tokens")
+    explain_text.add_argument("--model", required=True, help="local Hugging Face model folder (nothing is downloaded)")
+    explain_text.add_argument("--prompt", required=True)
+    explain_text.add_argument("--target", help="continuation text (causal LM) or class index (classifier); "
+                                               "default: the greedy next token / the predicted class")
+    explain_text.add_argument("--contrast", help="the dispreferred continuation or class: scores target minus this")
+    explain_text.add_argument("--method", default="ig",
+                              help="ig (default), saliency, inputxgradient, smoothgrad, reagent (perturbation)")
+    explain_text.add_argument("--steps", type=int, default=32, help="IG steps, SmoothGrad samples, ReAGent max steps")
+    explain_text.add_argument("--baseline", default="zeros", help="IG baseline: zeros, pad, mask, unk")
+    explain_text.add_argument("--reduce", default="sum", help="token score from its embedding attribution: sum or norm")
+    explain_text.add_argument("--kind", default="auto", help="auto, causal, classifier")
+    explain_text.add_argument("--no-special-tokens", action="store_true",
+                              help="do not add [CLS]/[SEP]/BOS to the prompt")
+    explain_text.add_argument("--html", help="also write the coloured tokens to this HTML file")
+    explain_text.set_defaults(handler=_explain_text)
     report = commands.add_parser("report", help="rebuild RUN/report.html from the run's store")
     report.add_argument("run")
     report.set_defaults(handler=_report)

@@ -206,16 +206,17 @@ class TextExplainer:
         branches, scorer = self._resolve(ids, target)
         return single, ids, branches, scorer
 
-    def _chunk(self, emb, x) -> int:
-        return self.batch_size or auto_rows(emb, x)
-
     def score(self, prompts, target=None) -> Tensor:
         """The target's score [B] for each prompt (no attribution): log p(continuation), a
         contrast, a class logit or the callable's value."""
         _, ids, branches, scorer = self._prepare(prompts, target)
         emb, x, _ = self.inputs(ids, branches)
+        return self._scores(emb, x, scorer)
+
+    def _scores(self, emb: Embedded, x: Tensor, scorer) -> Tensor:
+        """Scores [B] of ``scorer`` at embeddings ``x`` [B, P, D], without gradients."""
         with prepared(self.model):
-            return predict(emb, x, scorer, self._chunk(emb, x))
+            return predict(emb, x, scorer, self.batch_size or auto_rows(emb, x))
 
     def _baseline(self, method: Method, baseline, x: Tensor, ids: Tensor) -> tuple[Method, Tensor]:
         """The method with its baseline set, and the baseline embeddings [B, P, D]."""
@@ -264,20 +265,12 @@ class TextExplainer:
             an embedding tensor ([T, D] or [B, T, D]); None keeps the method's own (zeros).
         Returns ``TokenScores`` for a string, a list of them for a list.
         """
-        method = IntegratedGradients(steps=32) if method is None else method
-        if not isinstance(method, Method):
-            raise TypeError(f"method must be a gradaudit method such as ga.IntegratedGradients(), got {type(method).__name__}")
-        if not method.needs_gradients:
-            raise ValueError(f"{type(method).__name__} is a perturbation method; TextExplainer runs gradient "
-                             "methods (use text.reagent for a perturbation attribution of tokens)")
+        method = _gradient_method(method)
         single, ids, branches, scorer = self._prepare(prompts, target)
         emb, x, padded = self.inputs(ids, branches)
         method, base = self._baseline(method, baseline, x, padded)
         attr = method(emb, x, scorer, batch_size=self.batch_size)
-        with prepared(self.model):
-            chunk = self._chunk(emb, x)
-            scores_at = predict(emb, x, scorer, chunk)
-            scores_base = predict(emb, base, scorer, chunk)
+        scores_at, scores_base = self._scores(emb, x, scorer), self._scores(emb, base, scorer)
         out = []
         for i, p in enumerate(ids):
             s = self._reduce(attr[i, :len(p)]).detach().cpu()
@@ -299,19 +292,29 @@ class TextExplainer:
                            *, baseline=None) -> GenerationScores:
         """Generate greedily, then attribute each generated token's log-probability (given the
         prompt and the tokens before it, teacher-forced) to the prompt tokens: a [G, T] matrix."""
+        method = _gradient_method(method)
         generated = self.generate(prompt, max_new_tokens)
         if not generated:
             raise ValueError("the model generated no tokens")
         ids = self.encode(prompt)
-        method = IntegratedGradients(steps=32) if method is None else method
         branches = [[Branch(tuple(generated[:i + 1]), first=i)] for i in range(len(generated))]
         emb, x, padded = self.inputs([ids] * len(generated), branches)
         method, _ = self._baseline(method, baseline, x, padded)
         attr = method(emb, x, ContinuationScore(), batch_size=self.batch_size)
-        with prepared(self.model):
-            logp = predict(emb, x, ContinuationScore(), self._chunk(emb, x))
+        logp = self._scores(emb, x, ContinuationScore())
         return GenerationScores(self.tokens(ids), self.tokens(generated), self._reduce(attr).detach().cpu(),
                                 logp.detach().cpu())
+
+
+def _gradient_method(method) -> Method:
+    """``method`` (default ``IntegratedGradients(steps=32)``), checked to be a gradient method."""
+    method = IntegratedGradients(steps=32) if method is None else method
+    if not isinstance(method, Method):
+        raise TypeError(f"method must be a gradaudit method such as ga.IntegratedGradients(), got {type(method).__name__}")
+    if not method.needs_gradients:
+        raise ValueError(f"{type(method).__name__} is a perturbation method; TextExplainer runs gradient "
+                         "methods (use text.reagent for a perturbation attribution of tokens)")
+    return method
 
 
 class _NextTokens(list):
