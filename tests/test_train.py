@@ -41,7 +41,16 @@ def test_robust_training_raises_adversarial_accuracy(blocks):
     assert r["adversarial"] > s["adversarial"] + 0.1
 
 
-def test_ensemble_equals_sequential_training_on_the_same_seeds():
+RECIPES = [
+    {"epochs": 2, "batch_size": 16},
+    {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3, "schedule": "step", "gamma": 0.5,
+     "every": 1, "epochs": 3, "batch_size": 16},
+    {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.05, "schedule": "cosine", "epochs": 2, "batch_size": 16},
+]
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=["adam", "sgd-momentum-step", "adamw-cosine"])
+def test_ensemble_equals_sequential_training_on_the_same_seeds(recipe):
     torch.manual_seed(0)
     x = torch.rand(50, 1, 6, 6, dtype=torch.float64)
     y = (x[:, 0, :3].sum((1, 2)) > x[:, 0, 3:].sum((1, 2))).long()
@@ -51,11 +60,11 @@ def test_ensemble_equals_sequential_training_on_the_same_seeds():
     def model_fn():
         return models.small_cnn((1, 6, 6), 2, width=2).double()
 
-    together = train.fit_ensemble(model_fn, x, y, keep, fill, seeds, epochs=2, batch_size=16)
+    together = train.fit_ensemble(model_fn, x, y, keep, fill, seeds, progress=False, **recipe)
     for m, seed in enumerate(seeds):
         torch.manual_seed(seed)
-        alone = train.fit(model_fn(), TensorDataset(torch.where(keep[m], x, fill), y), epochs=2, batch_size=16,
-                          seed=seed, progress=False)
+        alone = train.fit(model_fn(), TensorDataset(torch.where(keep[m], x, fill), y), seed=seed, progress=False,
+                          **recipe)
         for (name, a), b in zip(alone.state_dict().items(), together[m].state_dict().values()):
             assert torch.allclose(a, b, atol=1e-10), name
     accuracy = train.ensemble_accuracy(together, x, y, keep, fill)
@@ -63,3 +72,40 @@ def test_ensemble_equals_sequential_training_on_the_same_seeds():
         with torch.no_grad():
             expected = (together[m](torch.where(keep[m], x, fill)).argmax(1) == y).double().mean()
         assert accuracy[m].item() == pytest.approx(expected.item())
+
+
+def test_adversarial_ensemble_equals_adversarial_training_alone():
+    """Without a random start, PGD is deterministic; each model of the ensemble is attacked on its own batch."""
+    torch.manual_seed(0)
+    x = torch.rand(40, 1, 6, 6, dtype=torch.float64)
+    y = (x[:, 0, :3].sum((1, 2)) > x[:, 0, 3:].sum((1, 2))).long()
+    attack = train.PGD(norm="linf", eps=0.1, steps=3, random_start=False)
+    seeds = [1, 2]
+
+    def model_fn():
+        return models.mlp((1, 6, 6), 2, hidden=8).double()
+
+    together = train.fit_ensemble(model_fn, x, y, None, 0.0, seeds, adversary=attack, epochs=2, batch_size=8,
+                                  optimizer="sgd", lr=0.1, progress=False)
+    for m, seed in enumerate(seeds):
+        torch.manual_seed(seed)
+        alone = train.fit(model_fn(), TensorDataset(x, y), seed=seed, adversary=attack, epochs=2, batch_size=8,
+                          optimizer="sgd", lr=0.1, progress=False)
+        for a, b in zip(alone.state_dict().values(), together[m].state_dict().values()):
+            assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_recipe_schedules_and_errors():
+    step = train.Recipe(optimizer="sgd", lr=0.1, schedule="step", gamma=0.75, every=50, floor=0.01, epochs=2000)
+    assert step.lr_at(0) == 0.1 and step.lr_at(49) == 0.1 and step.lr_at(50) == pytest.approx(0.075)
+    assert step.lr_at(1999) == pytest.approx(0.001)           # 0.75^39 < 0.01: the floor holds
+    cosine = train.Recipe(lr=1.0, schedule="cosine", epochs=4)
+    assert [cosine.lr_at(e) for e in range(4)] == pytest.approx([1.0, 0.8535534, 0.5, 0.1464466])
+    assert train.Recipe.of(step, lr=0.2).lr == 0.2 and train.Recipe.of(step, lr=0.2).gamma == 0.75
+    with pytest.raises(TypeError, match="unknown training setting 'learning_rate'"):
+        train.Recipe.of(learning_rate=0.1)
+    with pytest.raises(ValueError, match="optimizer must be one of 'sgd', 'adam', 'adamw'"):
+        train.Recipe(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="schedule must be None, 'step' or 'cosine'"):
+        train.Recipe(schedule="linear")
+    assert "sgd lr 0.1" in step.describe() and "x0.75 every 50 epochs" in step.describe()

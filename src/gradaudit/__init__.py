@@ -10,7 +10,7 @@ from .maps import heatmap
 from .methods import (
     Combine, Deconvnet, GradCAM, GradCAMPlusPlus, GuidedBackprop, GuidedGradCAM, InputXGradient,
     IntegratedGradients, LayerMethod, LayerSaliency, LinearApprox, Method, NormGrad, Random,
-    Saliency, SmoothGrad, SmoothGradCAMPlusPlus, Occlusion, LIME, CLIME, KernelSHAP,
+    Saliency, SmoothGrad, SmoothGradCAMPlusPlus, Occlusion, LIME, CLIME, KernelSHAP, MetaStep,
 )
 
 __version__ = "0.1.0"
@@ -19,5 +19,5 @@ __all__ = [
     "config", "Contrast", "heatmap", "Method", "LayerMethod", "Saliency", "InputXGradient",
     "GuidedBackprop", "Deconvnet", "IntegratedGradients", "SmoothGrad", "GradCAM",
     "GradCAMPlusPlus", "SmoothGradCAMPlusPlus", "GuidedGradCAM", "LayerSaliency", "NormGrad",
-    "LinearApprox", "Combine", "Random", "Occlusion", "LIME", "CLIME", "KernelSHAP",
+    "LinearApprox", "Combine", "Random", "Occlusion", "LIME", "CLIME", "KernelSHAP", "MetaStep",
 ]

@@ -1,11 +1,15 @@
 """Audits that say whether to believe an attribution: each returns an ``AuditResult``."""
 
 from .faithfulness import Neighbourhood, local_faithfulness
-from .groundtruth import signal_mass
+from .groundtruth import signal_coordinate, signal_mass
+from .imputation import noisy_linear_impute
 from .results import AuditResult
-from .roar import blurred, diffroar
+from .road import road
+from .roar import blurred, diffroar, mask_leak
 from .sanity import randomization
 from .sensitivity import class_sensitivity
+from .stats import Interval, difference_interval, mean_interval, verdict
 
-__all__ = ["signal_mass", "diffroar", "blurred", "class_sensitivity", "randomization", "AuditResult",
-           "local_faithfulness", "Neighbourhood"]
+__all__ = ["signal_mass", "signal_coordinate", "diffroar", "mask_leak", "blurred", "road", "noisy_linear_impute",
+           "class_sensitivity", "randomization", "AuditResult", "local_faithfulness", "Neighbourhood", "Interval",
+           "mean_interval", "difference_interval", "verdict"]

@@ -29,13 +29,16 @@ def named_methods(methods) -> dict[str, Method]:
 
 
 def importance(method: Method, model: nn.Module, x: Tensor, y: Tensor | None, batch: int = 200,
-               desc: str = "") -> Tensor:
-    """Per-pixel importance |attribution| [N, H, W] for every image of ``x`` [N, C, H, W]
-    (input-space maps summed over channels), explained for labels ``y`` (None: predicted)."""
+               desc: str = "", absolute: bool = True) -> Tensor:
+    """Per-pixel importance [N, H, W] for every image of ``x`` [N, C, H, W], explained for labels
+    ``y`` (None: predicted): ``heatmap`` of the attribution (|.| summed over channels for
+    input-space maps), and its absolute value unless ``absolute=False`` (the map as the method
+    gives it: a signed layer map stays signed)."""
     maps = []
     for start in tqdm(range(0, len(x), batch), desc=desc or "explaining", leave=False, mininterval=1.0, disable=None):
         target = None if y is None else y[start:start + batch]
-        maps.append(heatmap(method(model, x[start:start + batch], target)).abs().float())
+        m = heatmap(method(model, x[start:start + batch], target)).float()
+        maps.append(m.abs() if absolute else m)
     return torch.cat(maps)
 
 
@@ -65,9 +68,23 @@ def pearson(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(denominator > 0, (a * b).sum(1) / denominator.clamp(min=1e-300), torch.zeros_like(denominator))
 
 
+def average_ranks(values: Tensor) -> Tensor:
+    """Ranks [N, P] (float64, 0-based) of each row of ``values`` [N, ...]; tied values share their mean rank."""
+    flat = values.flatten(1)
+    ordered, order = flat.sort(dim=1)
+    starts = torch.ones_like(ordered, dtype=torch.bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    group = starts.long().cumsum(1) - 1
+    position = torch.arange(flat.shape[1], dtype=torch.float64).expand_as(group)
+    total = torch.zeros_like(position).scatter_add_(1, group, position)
+    count = torch.zeros_like(position).scatter_add_(1, group, torch.ones_like(position))
+    mean_rank = (total / count.clamp(min=1)).gather(1, group)
+    return torch.empty_like(mean_rank).scatter_(1, order, mean_rank)
+
+
 def spearman(a: Tensor, b: Tensor) -> Tensor:
-    """Per-row Spearman rank correlation of [N, ...] tensors."""
-    return pearson(a.flatten(1).argsort(1).argsort(1), b.flatten(1).argsort(1).argsort(1))
+    """Per-row Spearman rank correlation of [N, ...] tensors, ties at their mean rank (as scipy)."""
+    return pearson(average_ranks(a), average_ranks(b))
 
 
 def memo(store: Store | None, audit: str, settings: dict, compute: Callable[[], dict]) -> dict:

@@ -1,12 +1,21 @@
 """ROAR / DiffROAR (Shah et al. 2021): retrain on the pixels an attribution ranks first vs last.
 
 For a method and a level k (the fraction of pixels kept), every train and test image keeps
-either its top-k or its bottom-k pixels by |attribution| (the rest set to the training mean),
-a fresh model is trained on each masked training set and tested on the identically masked test
-set, and DiffROAR(k) = accuracy(top-k kept) - accuracy(bottom-k kept). Positive: the method
-ranks discriminative pixels first; near 0: no better than ``Random``; negative: the ranking is
-inverted. All the models one method needs (fractions x top/bottom x repeats) are trained
-together as one vectorised ensemble.
+either its top-k or its bottom-k pixels by |attribution| (the rest removed: a constant or
+ROAD's noisy linear imputation), a fresh model is trained on each masked training set and
+tested on the identically masked test set, and DiffROAR(k) = accuracy(top-k kept) -
+accuracy(bottom-k kept). Positive: the method ranks discriminative pixels first; near 0: no
+better than ``Random``; negative: the ranking is inverted. All the models one method needs
+(fractions x top/bottom x repeats) are trained together as one vectorised ensemble.
+
+Three things keep the numbers honest:
+- a cell whose top and bottom accuracies are both within 1% of the ceiling (the accuracy of
+  the same model retrained on unmasked data) or both within 1% of chance cannot rank
+  anything: it is marked ``saturated`` and left out of verdicts;
+- a map with many exactly equal values (IG and NormGrad are 0 on black pixels) is ranked with
+  ties broken at random (seeded); the share of tied pixels is reported with each cell;
+- ``leak_check`` trains the same model on the keep-masks alone: when the mask's shape already
+  tells the class, a constant fill leaks it (ROAD's point), whatever the pixels say.
 """
 
 from __future__ import annotations
@@ -14,13 +23,17 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..store import Store
-from ..train import ensemble_accuracy, fit_ensemble
+from ..train import Recipe, ensemble_accuracy, fit_ensemble
 from .common import importance, keep_masks, memo, named_methods, rank_pixels
+from .imputation import noisy_linear_impute
 from .results import AuditResult
+
+SATURATION_MARGIN = 0.01
+TIE_BREAK = "random (seeded)"
 
 
 def blurred(maps: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
@@ -35,55 +48,151 @@ def blurred(maps: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
     return out.squeeze(1)
 
 
+def tied_share(maps: Tensor) -> float:
+    """Mean over maps [N, ...] of the share of pixels whose value another pixel of the map shares."""
+    shares = []
+    for row in maps.flatten(1):
+        _, counts = torch.unique(row, return_counts=True)
+        shares.append(counts[counts > 1].sum().item() / row.numel())
+    return sum(shares) / len(shares)
+
+
+def saturated(top: float, bottom: float, ceiling: float, chance: float, margin: float = SATURATION_MARGIN) -> bool:
+    """Both accuracies within ``margin`` of the ceiling, or both within ``margin`` of chance."""
+    return (min(top, bottom) >= ceiling - margin) or (max(top, bottom) <= chance + margin)
+
+
+def _filled(x: Tensor, keep: Tensor, fill, seed: int) -> Tensor | float:
+    """What removed pixels become for masks ``keep`` [M, N, ...]: a number, or ROAD imputations [M, N, ...]."""
+    if fill != "road":
+        return fill
+    return torch.stack([noisy_linear_impute(x, ~k, seed=seed + m) for m, k in enumerate(keep)])
+
+
+def _fill_value(fill, train_x: Tensor):
+    if fill == "mean":
+        return train_x.mean().item()
+    if fill == "road":
+        return "road"
+    if isinstance(fill, bool) or not isinstance(fill, (int, float)):
+        raise ValueError(f"fill must be 'mean', 'road' or a number; got {fill!r}")
+    return float(fill)
+
+
 def diffroar(methods, model: nn.Module, train, test, *, model_fn: Callable[[], nn.Module],
-             fractions=(0.1, 0.2, 0.3, 0.4, 0.5), repeats: int = 2, epochs: int = 4, lr: float = 1e-3,
-             batch_size: int = 64, fill: float | str = "mean", blur_control: bool = False, seed: int = 0,
-             model_name: str = "model",
-             store: Store | None = None, progress: bool = True) -> AuditResult:
+             fractions=(0.1, 0.2, 0.3, 0.4, 0.5), repeats: int = 2, recipe: Recipe | None = None,
+             fill: float | str = "mean", blur_control: bool = False, leak_check: bool = False, seed: int = 0,
+             model_name: str = "model", store: Store | None = None, progress: bool = True,
+             **settings) -> AuditResult:
     """DiffROAR of each method's maps of ``model`` on ``train``/``test`` (datasets with .x, .y).
 
     model_fn: builds the fresh model retrained on each masked dataset.
     fractions: the levels k (fraction of pixels kept). repeats: retraining seeds per cell.
-    fill: the value of removed pixels: "mean" (the training mean, as the authors' code) or a
-        number. On data with a constant background (MNIST: 0) use the background value: a mean
-        fill draws the removed strokes in grey, so keeping only the background still shows the
-        digit's silhouette and bottom-k accuracy stays high whatever the attribution.
+    recipe / settings: the retraining recipe (``train.Recipe`` or its fields: epochs, lr, ...;
+        default Adam, lr 1e-3, 3 epochs, batch 64).
+    fill: removed pixels become "mean" (the training mean, as the authors' code), a number
+        (on MNIST use the background, 0: a mean fill draws removed strokes in grey), or "road"
+        (ROAD's noisy linear imputation, so the mask's shape stops telling the class).
     blur_control: also score each method's Gaussian-blurred maps (name + "+blur"): when the
         blurred map scores higher, the score comes from smoothness, not from the model.
+    leak_check: also train ``model_fn`` on the keep-masks alone (one per cell and top/bottom);
+        rows in the ``diffroar_leak`` audit.
+    Rows: one per (method, fraction, repeat) with top/bottom accuracy, diffroar, ``saturated``,
+    ``ceiling``, ``chance``, ``tied_share`` and ``tie_break``.
     """
-    fill = train.x.mean().item() if fill == "mean" else float(fill)
-    rows = []
+    recipe = Recipe.of(recipe, **settings)
+    fill = _fill_value(fill, train.x)
+    classes = int(max(train.y.max(), test.y.max())) + 1
+    chance = 1.0 / classes
+    ceiling = _ceiling(model_fn, train, test, recipe, repeats, seed, model_name, store)
+    rows, leaks = [], []
     for name, method in named_methods(methods).items():
         variants = {name: None} | ({f"{name}+blur": blurred} if blur_control else {})
         maps = None
         for variant, transform in variants.items():
             cells = [(k, r) for k in fractions for r in range(repeats)]
-            def settings(k, r):
+
+            def key(k, r, variant=variant):
                 return {"model": model_name, "method": variant, "fraction": k, "repeat": r}
 
-            todo = [(k, r) for k, r in cells if store is None or store.get("diffroar", settings(k, r)) is None]
-            results = {}
-            if todo:
+            todo = [(k, r) for k, r in cells if store is None or store.get("diffroar", key(k, r)) is None]
+            leak_todo = [k for k in fractions if leak_check and (
+                store is None or store.get("diffroar_leak", {"model": model_name, "method": variant, "fraction": k}) is None)]
+            results, ties = {}, None
+            if todo or leak_todo:
                 if maps is None:
                     maps = [importance(method, model, d.x, d.y, desc=f"{name} maps") for d in (train, test)]
                 scored = [transform(m) if transform else m for m in maps]
+                ties = tied_share(scored[1])
                 ranks = [rank_pixels(m, seed) for m in scored]
-                keep = {split: torch.stack([keep_masks(ranks[i], k, top) for k, r in todo for top in (True, False)])
-                        for i, split in enumerate(("train", "test"))}
-                shape = train.x.shape
-                # A cell's seed depends on the cell alone, so a resumed run trains what a fresh one would.
-                seeds = [seed + 1000 * r + 10 * list(fractions).index(k) + top for k, r in todo for top in (0, 1)]
-                if progress:
-                    print(f"  retraining {len(seeds)} models for {variant} ({model_name}) as one ensemble", flush=True)
-                trained = fit_ensemble(model_fn, train.x, train.y, keep["train"].view(-1, *shape), fill, seeds,
-                                       epochs=epochs, lr=lr, batch_size=batch_size)
-                accuracy = ensemble_accuracy(trained, test.x, test.y, keep["test"].view(-1, *test.x.shape), fill)
-                for j, cell in enumerate(todo):
-                    results[cell] = (accuracy[2 * j].item(), accuracy[2 * j + 1].item())
-            for k, r in cells:
-                def compute(k=k, r=r):
-                    top_acc, bottom_acc = results[(k, r)]
-                    return {"top_accuracy": top_acc, "bottom_accuracy": bottom_acc, "diffroar": top_acc - bottom_acc}
 
-                rows.append(memo(store, "diffroar", settings(k, r), compute))
-    return AuditResult("diffroar", rows)
+                def masks(split, ks):
+                    shape = (train if split == 0 else test).x.shape
+                    return torch.stack([keep_masks(ranks[split], k, top) for k in ks for top in (True, False)]
+                                       ).view(-1, *shape)
+
+                if todo:
+                    results = _retrain(model_fn, train, test, masks, todo, fractions, fill, recipe, seed,
+                                       f"{variant} ({model_name})", progress)
+                if leak_todo:
+                    leaks += _leak(model_fn, train, test, masks, leak_todo, recipe, seed, model_name, variant, store)
+            for k, r in cells:
+                def compute(k=k, r=r, ties=ties):
+                    top_acc, bottom_acc = results[(k, r)]
+                    return {"top_accuracy": top_acc, "bottom_accuracy": bottom_acc, "diffroar": top_acc - bottom_acc,
+                            "saturated": saturated(top_acc, bottom_acc, ceiling, chance), "ceiling": ceiling,
+                            "chance": chance, "tied_share": ties, "tie_break": TIE_BREAK, "fill": str(fill)}
+
+                rows.append(memo(store, "diffroar", key(k, r), compute))
+    return AuditResult("diffroar", rows, {"leak": leaks})
+
+
+def _ceiling(model_fn, train, test, recipe, repeats, seed, model_name, store) -> float:
+    """Mean test accuracy of ``model_fn`` retrained on unmasked data over ``repeats`` seeds (stored)."""
+    def compute():
+        trained = fit_ensemble(model_fn, train.x, train.y, None, 0.0, [seed + 7919 + r for r in range(repeats)],
+                               recipe, progress=False)
+        return {"accuracy": ensemble_accuracy(trained, test.x, test.y).mean().item()}
+
+    return memo(store, "diffroar_ceiling", {"model": model_name, "repeats": repeats}, compute)["accuracy"]
+
+
+def _retrain(model_fn, train, test, masks, todo, fractions, fill, recipe, seed, label, progress) -> dict:
+    """{(k, r): (top accuracy, bottom accuracy)} for the cells ``todo``, trained as one ensemble."""
+    ks = [k for k, _ in todo]
+    keep = {"train": masks(0, ks), "test": masks(1, ks)}
+    # A cell's seed depends on the cell alone, so a resumed run trains what a fresh one would.
+    seeds = [seed + 1000 * r + 10 * list(fractions).index(k) + top for k, r in todo for top in (0, 1)]
+    if progress:
+        print(f"  retraining {len(seeds)} models for {label} as one ensemble", flush=True)
+    filled = {split: _filled(d.x, keep[split], fill, seed) for split, d in (("train", train), ("test", test))}
+    trained = fit_ensemble(model_fn, train.x, train.y, keep["train"], filled["train"], seeds, recipe,
+                           progress=progress)
+    accuracy = ensemble_accuracy(trained, test.x, test.y, keep["test"], filled["test"])
+    return {cell: (accuracy[2 * j].item(), accuracy[2 * j + 1].item()) for j, cell in enumerate(todo)}
+
+
+def mask_leak(model_fn: Callable[[], nn.Module], keep_train: Tensor, y_train: Tensor, keep_test: Tensor,
+              y_test: Tensor, seeds: list[int], recipe: Recipe | None = None, **settings) -> Tensor:
+    """Test accuracy [M] of ``model_fn`` trained on the masks alone: model m sees ``keep_train[m]``
+    [N, ...] (1 = kept, 0 = removed) with labels ``y_train`` and is tested on ``keep_test[m]``.
+
+    Near chance: the mask's shape says nothing about the class. High: a constant fill leaks the
+    class through the mask, whatever the kept pixels show (Rong et al. 2022).
+    """
+    ones_train = torch.ones(keep_train.shape[1:], dtype=torch.get_default_dtype())
+    ones_test = torch.ones(keep_test.shape[1:], dtype=torch.get_default_dtype())
+    trained = fit_ensemble(model_fn, ones_train, y_train, keep_train, 0.0, seeds, recipe, progress=False, **settings)
+    return ensemble_accuracy(trained, ones_test, y_test, keep_test, 0.0)
+
+
+def _leak(model_fn, train, test, masks, ks, recipe, seed, model_name, variant, store) -> list[dict]:
+    """Mask-leak rows per k: the accuracy of a model that sees only the top-k or only the bottom-k mask."""
+    seeds = [seed + 500 + 10 * i + top for i in range(len(ks)) for top in (0, 1)]
+    accuracy = mask_leak(model_fn, masks(0, ks), train.y, masks(1, ks), test.y, seeds, recipe)
+    rows = []
+    for i, k in enumerate(ks):
+        row = {"top_mask_accuracy": accuracy[2 * i].item(), "bottom_mask_accuracy": accuracy[2 * i + 1].item()}
+        rows.append(memo(store, "diffroar_leak", {"model": model_name, "method": variant, "fraction": k},
+                         lambda row=row: row))
+    return rows

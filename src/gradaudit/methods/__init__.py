@@ -5,6 +5,7 @@ from .cam import GradCAM, GradCAMPlusPlus, GuidedGradCAM, SmoothGradCAMPlusPlus
 from .control import Random
 from .gradient import Deconvnet, GuidedBackprop, InputXGradient, Saliency
 from .grid import Combine, LayerSaliency, LinearApprox, NormGrad
+from .meta import MetaStep
 from .noise import SmoothGrad
 from .path import IntegratedGradients
 from .perturb import CLIME, LIME, KernelSHAP, Occlusion
@@ -13,5 +14,5 @@ __all__ = [
     "Method", "LayerMethod", "Saliency", "InputXGradient", "GuidedBackprop", "Deconvnet",
     "IntegratedGradients", "SmoothGrad", "GradCAM", "GradCAMPlusPlus", "SmoothGradCAMPlusPlus",
     "GuidedGradCAM", "LayerSaliency", "NormGrad", "LinearApprox", "Combine", "Random",
-    "Occlusion", "LIME", "CLIME", "KernelSHAP",
+    "Occlusion", "LIME", "CLIME", "KernelSHAP", "MetaStep",
 ]

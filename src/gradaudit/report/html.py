@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ..store import Store
 from .plots import PLOTTERS
-from .reading import reading
+from ..audit.stats import mean_interval
+from .reading import kind, reading
 
 TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>gradaudit report: {{ name }}</title>
@@ -21,6 +22,8 @@ th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; } .reading li { margin: 0.3em 0; } code { background: #f3f3f3; }
 </style></head><body>
 <h1>gradaudit report: {{ name }}</h1>
+<p>Every number in the tables is a mean with its 95% interval over the rows named in the last column
+(model seeds, retraining repeats); verdicts compare the audited models' seeds.</p>
 <h2>Reading</h2><ul class="reading">{% for line in lines %}<li>{{ line }}</li>{% endfor %}</ul>
 {% for figure in heatmaps %}<h2>{{ figure.title }}</h2><img alt="{{ figure.title }}" src="data:image/png;base64,{{ figure.data }}">{% endfor %}
 {% for section in sections %}
@@ -34,18 +37,28 @@ img { max-width: 100%; } .reading li { margin: 0.3em 0; } code { background: #f3
 """
 
 TITLES = {
-    "signal_mass": "Ground truth: attribution on the signal block (BlockMNIST)",
+    "models": "Audited models: test accuracy (clean / under the PGD attack they were audited with)",
+    "signal_coordinate": "Ground truth: synthetic signal coordinate (attribution quality at level 1)",
+    "signal_mass": "Ground truth: attribution on the signal block (BlockMNIST; -top: BlockMNIST-Top)",
     "diffroar": "DiffROAR: retrain on top-k vs bottom-k pixels",
-    "class_sensitivity": "Class sensitivity",
+    "diffroar_leak": "Leak check: accuracy of a model that sees only the keep-mask",
+    "road": "ROAD: accuracy with the most (MoRF) / least (LeRF) relevant pixels imputed away, no retraining",
+    "class_sensitivity": "Class sensitivity (Spearman r of top- vs bottom-class maps; +meta: after the meta step)",
     "randomization": "Sanity check: cascading model randomization",
     "local_faithfulness": "Local faithfulness: which method's linear model fits which neighbourhood",
 }
+# audit -> (group keys, value columns); "kind" is the model name without its seed.
 SUMMARY = {
-    "signal_mass": (["model", "method"], ["signal_mass", "top_in_signal"]),
-    "diffroar": (["model", "method", "fraction"], ["top_accuracy", "bottom_accuracy", "diffroar"]),
-    "class_sensitivity": (["model", "method"], ["correlation"]),
-    "randomization": (["model", "method", "randomized"], ["spearman"]),
-    "local_faithfulness": (["model", "neighbourhood", "method"], ["unexplained"]),
+    "models": (["kind"], ["clean", "adversarial"]),
+    "signal_coordinate": (["kind", "method"], ["p_top", "p_bottom", "quality", "abs_cos"]),
+    "signal_mass": (["kind", "method"], ["signal_mass", "top_in_signal"]),
+    "diffroar": (["kind", "method", "fraction"], ["top_accuracy", "bottom_accuracy", "diffroar", "saturated",
+                                                 "tied_share"]),
+    "diffroar_leak": (["kind", "method", "fraction"], ["top_mask_accuracy", "bottom_mask_accuracy"]),
+    "road": (["kind", "method", "fraction"], ["morf_accuracy", "lerf_accuracy", "gap"]),
+    "class_sensitivity": (["kind", "method"], ["correlation"]),
+    "randomization": (["kind", "method", "randomized"], ["spearman"]),
+    "local_faithfulness": (["kind", "neighbourhood", "method"], ["unexplained"]),
 }
 
 
@@ -58,16 +71,27 @@ def _png(figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _cell(values) -> str:
+    """Mean with its 95% interval over the group's rows (a share for True/False columns)."""
+    values = [float(v) for v in values if v is not None]
+    if not values:
+        return ""
+    interval = mean_interval(values)
+    return f"{interval.mean:.3f}" if interval.n < 2 or interval.low == interval.high else interval.text()
+
+
 def _section(audit: str, rows: list[dict]) -> dict:
     import pandas as pd
 
     table = pd.DataFrame(rows)
+    table["kind"] = table["model"].map(kind)
     keys, values = SUMMARY[audit]
-    summary = table.groupby(keys, sort=False)[values].agg(["mean", "std"]) if audit == "diffroar" else table.groupby(keys, sort=False)[values].mean()
-    summary = summary.reset_index()
-    columns = [" ".join(str(p) for p in c if p) if isinstance(c, tuple) else str(c) for c in summary.columns]
-    cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in summary.itertuples(index=False)]
-    return {"title": TITLES[audit], "image": _png(PLOTTERS[audit](table)), "columns": columns, "rows": cells}
+    values = [v for v in values if v in table.columns]
+    groups = table.groupby(keys, sort=False)
+    cells = [[str(k) for k in (key if isinstance(key, tuple) else (key,))]
+             + [_cell(part[v].tolist()) for v in values] + [str(len(part))] for key, part in groups]
+    image = _png(PLOTTERS[audit](table.assign(model=table["kind"]))) if audit in PLOTTERS else None
+    return {"title": TITLES[audit], "image": image, "columns": keys + values + ["rows"], "rows": cells}
 
 
 def write_report(run: str | Path) -> Path:
@@ -79,7 +103,7 @@ def write_report(run: str | Path) -> Path:
         raise FileNotFoundError(f"{run} has no results.sqlite; run `gradaudit audit --out {run}` first")
     store = Store(run / "results.sqlite")
     try:
-        results = {audit: store.rows(audit) for audit in store.audits() if audit in PLOTTERS}
+        results = {audit: store.rows(audit) for audit in store.audits()}
         settings = store.rows("settings")
     finally:
         store.close()
@@ -87,7 +111,7 @@ def write_report(run: str | Path) -> Path:
                 for p in sorted((run / "figures").glob("*.png"))]
     page = Environment(autoescape=True).from_string(TEMPLATE).render(
         name=run.name, lines=reading(results),
-        heatmaps=heatmaps, sections=[_section(a, rows) for a, rows in results.items() if rows],
+        heatmaps=heatmaps, sections=[_section(a, results[a]) for a in SUMMARY if results.get(a)],
         settings=json.dumps(settings[-1] if settings else {}, indent=2),
     )
     path = run / "report.html"

@@ -61,7 +61,7 @@ def plot_randomization(table, ax=None):
     models = list(dict.fromkeys(table["model"]))
     fig, axes = _axes(ax, len(models))
     for axis, model in zip(axes, models):
-        part = table[table["model"] == model]
+        part = table[table["model"] == model].groupby(["method", "depth"], sort=False)["spearman"].mean().reset_index()
         for method, rows in part.groupby("method", sort=False):
             axis.plot(rows["depth"], rows["spearman"], marker="o", ms=3, label=method)
         axis.set(title=f"Cascading randomization - {model}", xlabel="layers randomized (from the top)",

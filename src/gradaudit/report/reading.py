@@ -1,59 +1,151 @@
-"""The result in words: the comparisons the paper makes, with the measured numbers."""
+"""The result in words: the paper's comparisons, each with its interval and a verdict that
+follows the interval ("above", "below", "not distinguishable with n = ...").
+
+Model names are ``KIND/SEED`` (``standard/0``, ``robust-top/2``); a comparison of training
+regimes takes each audited model's mean as one unit, so its interval covers the spread over
+the audited models' own seeds as well as (averaged) retraining seeds or images.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from ..audit.stats import Interval, difference_interval, mean_interval, verdict
 
 SMALL_K = 0.1  # "small k": the levels at or below 10 % of pixels kept
 
 
-def _mean(rows, **match):
-    values = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
-    return sum(v["value"] for v in values) / len(values) if values else None
+@dataclass(frozen=True)
+class Claim:
+    """One comparison: a stable ``key``, its ``word`` (the verdict), the interval and the sentence."""
+
+    key: str
+    word: str
+    interval: Interval
+    sentence: str
 
 
-def headline(results: dict[str, list[dict]]) -> dict[str, float | None]:
-    """The numbers the paper's claims rest on (None where the run lacks them)."""
-    mass = [{**r, "value": r["signal_mass"]} for r in results.get("signal_mass", [])]
-    roar = [{**r, "value": r["diffroar"]} for r in results.get("diffroar", [])]
-    small = sorted({r["fraction"] for r in roar if r["fraction"] <= SMALL_K})
-    per_k = {k: (_mean(roar, model="standard", method="Saliency", fraction=k),
-                 _mean(roar, model="robust", method="Saliency", fraction=k)) for k in small}
-    roar_small = [r for r in roar if r["fraction"] <= SMALL_K]
-    return {
-        "signal_mass_standard": _mean(mass, model="standard", method="Saliency"),
-        "signal_mass_robust": _mean(mass, model="robust", method="Saliency"),
-        "small_k": small,
-        "diffroar_per_k": per_k,
-        "diffroar_standard": _mean(roar_small, model="standard", method="Saliency"),
-        "diffroar_robust": _mean(roar_small, model="robust", method="Saliency"),
-        "diffroar_random": _mean(roar, method="Random"),
-    }
+def kind(model: str) -> str:
+    """``standard/2`` -> ``standard``."""
+    return str(model).split("/")[0]
 
 
-def reading(results: dict[str, list[dict]]) -> list[str]:
-    """Short sentences comparing standard and robust models, as the paper does."""
-    h = headline(results)
-    lines = []
-    if h["signal_mass_standard"] is not None and h["signal_mass_robust"] is not None:
-        verdict = "above" if h["signal_mass_robust"] > h["signal_mass_standard"] else "NOT above"
-        lines.append(
-            f"Input-gradient signal mass: robust {h['signal_mass_robust']:.3f} vs standard "
-            f"{h['signal_mass_standard']:.3f} (0.5 = no preference for the signal block): the robust "
-            f"model is {verdict} the standard one, as Shah et al. (2021) found.")
-    if h["diffroar_standard"] is not None and h["diffroar_robust"] is not None:
-        verdict = "above" if h["diffroar_robust"] > h["diffroar_standard"] else "NOT above"
-        lines.append(
-            f"DiffROAR of input gradients averaged over small k (k <= {SMALL_K}: {', '.join(map(str, h['small_k']))}): "
-            f"robust {h['diffroar_robust']:+.3f} vs standard {h['diffroar_standard']:+.3f}: robust is {verdict} "
-            "standard. Per k (standard / robust): "
-            + "; ".join(f"{k}: {s:+.3f} / {r:+.3f}" for k, (s, r) in h["diffroar_per_k"].items()) + ".")
-    if h["diffroar_random"] is not None:
-        lines.append(f"Random attributions, the control, average DiffROAR {h['diffroar_random']:+.3f} over all k "
-                     "(near 0 means the protocol itself adds no signal).")
-    for row in results.get("randomization", []):
-        if row.get("method") == "Saliency" and row.get("model") == "standard" and row.get("depth") == 1:
-            lines.append(f"Randomizing only the last layer leaves the standard model's Saliency maps at Spearman "
-                         f"{row['spearman']:.2f} with the trained ones (lower = the method depends on the model).")
+def _per_model(rows: list[dict], value: str, **match) -> dict[str, float]:
+    """Mean of ``value`` per model name over the rows matching ``match`` (kind= matches KIND)."""
+    wanted_kind = match.pop("kind", None)
+    groups: dict[str, list[float]] = {}
+    for r in rows:
+        if wanted_kind is not None and kind(r.get("model")) != wanted_kind:
+            continue
+        if all(r.get(k) == v for k, v in match.items()) and r.get(value) is not None:
+            groups.setdefault(r["model"], []).append(r[value])
+    return {m: sum(v) / len(v) for m, v in groups.items()}
+
+
+def _compare(key: str, label: str, a: dict, b: dict, names: tuple[str, str], unit: str) -> Claim | None:
+    if not a or not b:
+        return None
+    diff = difference_interval(list(a.values()), list(b.values()))
+    word = verdict(diff)
+    sentence = (f"{label}: {names[0]} {mean_interval(list(a.values())).text()} vs {names[1]} "
+                f"{mean_interval(list(b.values())).text()}; difference {diff.text(signed=True)} over "
+                f"{len(a)} vs {len(b)} {unit}: {names[0]} is {word}.")
+    return Claim(key, word, diff, sentence)
+
+
+def _methods(rows: list[dict]) -> list[str]:
+    return list(dict.fromkeys(r["method"] for r in rows))
+
+
+def claims(results: dict[str, list[dict]]) -> list[Claim]:
+    """Every comparison the stored rows support, in report order."""
+    out: list[Claim | None] = []
+    mass = results.get("signal_mass", [])
+    for method in _methods(mass):
+        if method == "Random":
+            continue
+        out.append(_compare(f"signal_mass:{method}:robust-vs-standard", f"Signal mass of {method} (0.5 = none)",
+                            _per_model(mass, "signal_mass", kind="robust", method=method),
+                            _per_model(mass, "signal_mass", kind="standard", method=method),
+                            ("robust", "standard"), "model seeds"))
+    for regime in ("standard", "robust"):
+        out.append(_compare(f"signal_mass:Saliency:{regime}-top-vs-random",
+                            f"BlockMNIST-Top control, Saliency signal mass of {regime} models",
+                            _per_model(mass, "signal_mass", kind=f"{regime}-top", method="Saliency"),
+                            _per_model(mass, "signal_mass", kind=regime, method="Saliency"),
+                            ("signal always on top", "random position"), "model seeds"))
+    roar = [r for r in results.get("diffroar", []) if not r.get("saturated") and r["fraction"] <= SMALL_K]
+    for method in _methods(results.get("diffroar", [])):
+        standard = _per_model(roar, "diffroar", kind="standard", method=method)
+        robust = _per_model(roar, "diffroar", kind="robust", method=method)
+        if not standard and not robust:
+            out.append(Claim(f"diffroar:{method}:robust-vs-standard", "saturated", Interval(0, 0, 0, 0),
+                             f"DiffROAR of {method} at k <= {SMALL_K}: every cell is saturated (top and bottom "
+                             "accuracy both at the ceiling or both at chance): it cannot rank anything here."))
+            continue
+        out.append(_compare(f"diffroar:{method}:robust-vs-standard",
+                            f"DiffROAR of {method}, mean over unsaturated k <= {SMALL_K}",
+                            robust, standard, ("robust", "standard"), "model seeds"))
+        if method != "Random":
+            for regime in ("standard", "robust"):
+                out.append(_compare(f"diffroar:{method}:{regime}-vs-random",
+                                    f"DiffROAR of {method} vs the Random control ({regime} models, k <= {SMALL_K})",
+                                    _per_model(roar, "diffroar", kind=regime, method=method),
+                                    _per_model(roar, "diffroar", kind=regime, method="Random"),
+                                    (method, "Random"), "model seeds"))
+    sensitivity = results.get("class_sensitivity", [])
+    for method in _methods(sensitivity):
+        if method.endswith("+meta"):
+            continue
+        out.append(_compare(f"class_sensitivity:{method}:meta-vs-plain",
+                            f"Class sensitivity of {method} (Spearman r of top- vs bottom-class maps; lower = "
+                            "more class-sensitive), with vs without the meta step",
+                            _per_model(sensitivity, "correlation", method=f"{method}+meta"),
+                            _per_model(sensitivity, "correlation", method=method),
+                            ("with the meta step", "without"), "models"))
+    synthetic = {r["model"]: r for r in results.get("signal_coordinate", [])}
+    for name, row in synthetic.items():
+        quality = Interval(row["quality"], row["quality_low"], row["quality_high"], row["quality_n"])
+        word = {"above": "positive", "below": "negative (feature inversion)"}.get(verdict(quality), verdict(quality))
+        out.append(Claim(f"signal_coordinate:{name}", word, quality,
+                         f"Synthetic data, {name} net: attribution quality at level 1 = P[top-1 is the signal] "
+                         f"{row['p_top']:.3f} - P[bottom-1 is the signal] {row['p_bottom']:.3f} = "
+                         f"{quality.text(signed=True)}: {word}; mean |cos(x, gradient)| {row['abs_cos']:.3f}."))
+    return [c for c in out if c is not None]
+
+
+def headline(results: dict[str, list[dict]]) -> dict:
+    """The claims as {key: (word, mean, low, high)} and their sentences, for the command line."""
+    found = claims(results)
+    return {"claims": {c.key: (c.word, c.interval.mean, c.interval.low, c.interval.high) for c in found},
+            "lines": reading(results, found)}
+
+
+def reading(results: dict[str, list[dict]], found: list[Claim] | None = None) -> list[str]:
+    """Short sentences: every claim, then the controls (Random, leak check, randomization)."""
+    lines = [c.sentence for c in (claims(results) if found is None else found)]
+    roar = results.get("diffroar", [])
+    if roar:
+        share = sum(bool(r.get("saturated")) for r in roar) / len(roar)
+        lines.append(f"{share:.0%} of DiffROAR cells are saturated and left out of every verdict.")
+        tied = {r["method"]: r.get("tied_share") for r in roar if r.get("tied_share") is not None}
+        heavy = {m: t for m, t in tied.items() if t > 0.1}
+        if heavy:
+            lines.append("Maps with many exactly equal values (ties broken at random, seeded): "
+                         + ", ".join(f"{m} {t:.0%} of pixels tied" for m, t in heavy.items()) + ".")
+    leak = results.get("diffroar_leak", [])
+    if leak:
+        best = max(leak, key=lambda r: max(r["top_mask_accuracy"], r["bottom_mask_accuracy"]))
+        accuracy = max(best["top_mask_accuracy"], best["bottom_mask_accuracy"])
+        lines.append(f"Leak check: a model trained on the keep-masks alone reaches at most {accuracy:.3f} test accuracy "
+                     f"({best['method']}, k = {best['fraction']}); near chance means the mask's shape does not tell "
+                     "the class.")
+    standard_r = [r["spearman"] for r in results.get("randomization", [])
+                  if r.get("method") == "Saliency" and kind(r.get("model")) == "standard" and r.get("depth") == 1]
+    if standard_r:
+        lines.append(f"Randomizing only the last layer leaves the standard models' Saliency maps at Spearman "
+                     f"{mean_interval(standard_r).text(2)} with the trained ones (lower = the method depends on "
+                     "the model).")
     if not lines:
         lines.append("No finished audits in this run yet.")
     return lines

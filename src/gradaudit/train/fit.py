@@ -9,6 +9,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .pgd import PGD
+from .recipe import Recipe
 
 
 def tensors(dataset: Dataset) -> tuple[Tensor, Tensor]:
@@ -27,20 +28,26 @@ def batch_order(n: int, batch_size: int, generator: torch.Generator) -> list[Ten
     return list(torch.randperm(n, generator=generator).split(batch_size))
 
 
-def fit(model: nn.Module, dataset: Dataset, epochs: int = 3, lr: float = 1e-3, batch_size: int = 64,
-        seed: int = 0, adversary: PGD | None = None, test: Dataset | None = None,
-        progress: bool = True) -> nn.Module:
-    """Train ``model`` with Adam on cross-entropy, on clean or PGD examples; returns it in eval mode.
+def fit(model: nn.Module, dataset: Dataset, recipe: Recipe | None = None, *, seed: int = 0,
+        adversary: PGD | None = None, test: Dataset | None = None, progress: bool = True,
+        **settings) -> nn.Module:
+    """Train ``model`` on cross-entropy, on clean or PGD examples; returns it in eval mode.
 
+    recipe / settings: a ``Recipe`` and/or its fields as keywords (``epochs``, ``lr``,
+        ``batch_size``, ``optimizer`` = "adam" | "sgd" | "adamw", ``momentum``, ``weight_decay``,
+        ``schedule`` = None | "step" | "cosine", ``gamma``, ``every``, ``floor``); default Adam, lr 1e-3.
+    seed: fixes the batch order (and PGD's random starts).
     adversary: ``PGD(...)`` for adversarial training (Madry et al. 2018): each batch is replaced
         by its adversarial examples against the current model.
     test: if given, clean (and adversarial) test accuracy is printed at the end.
     """
+    recipe = Recipe.of(recipe, **settings)
     x, y = tensors(dataset)
     generator = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    for epoch in range(epochs):
-        bar = tqdm(batch_order(len(y), batch_size, generator), desc=f"epoch {epoch + 1}/{epochs}",
+    optimiser = recipe.optimizer_for(model.parameters())
+    for epoch in range(recipe.epochs):
+        recipe.start_epoch(optimiser, epoch)
+        bar = tqdm(batch_order(len(y), recipe.batch_size, generator), desc=f"epoch {epoch + 1}/{recipe.epochs}",
                    disable=None if progress else True, leave=False, mininterval=1.0)
         for index in bar:
             xb, yb = x[index], y[index]

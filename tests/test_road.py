@@ -1,0 +1,94 @@
+"""ROAD's noisy linear imputation against a sparse direct solve; MoRF/LeRF; the mask-leak check."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.sparse import lil_matrix
+from scipy.sparse.linalg import spsolve
+
+import gradaudit as ga
+from gradaudit import audit, models
+from gradaudit.audit.imputation import NEIGHBOURS, noisy_linear_impute
+
+
+def direct_solve(image: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    """The reference: one sparse system per image, each removed pixel = weighted mean of its neighbours."""
+    height, width = image.shape
+    where = np.argwhere(removed)
+    index = -np.ones(image.shape, dtype=int)
+    index[removed] = np.arange(len(where))
+    matrix, rhs = lil_matrix((len(where), len(where))), np.zeros(len(where))
+    for n, (i, j) in enumerate(where):
+        for di in (-1, 0, 1):
+            for dj in (-1, 0, 1):
+                weight, ii, jj = NEIGHBOURS[di + 1][dj + 1], i + di, j + dj
+                if weight == 0 or not (0 <= ii < height and 0 <= jj < width):
+                    continue
+                matrix[n, n] += weight
+                if removed[ii, jj]:
+                    matrix[n, index[ii, jj]] -= weight
+                else:
+                    rhs[n] += weight * image[ii, jj]
+    out = image.copy()
+    out[removed] = spsolve(matrix.tocsc(), rhs)
+    return out
+
+
+def test_imputation_equals_a_sparse_direct_solve():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 2, 9, 7, generator=generator)
+    removed = torch.rand(3, 9, 7, generator=generator) < 0.5
+    ours = noisy_linear_impute(x, removed, noise=0.0)
+    for i in range(3):
+        for c in range(2):
+            expected = direct_solve(x[i, c].double().numpy(), removed[i].numpy())
+            assert np.abs(ours[i, c].double().numpy() - expected).max() < 1e-4
+    assert torch.equal(ours[~removed.unsqueeze(1).expand_as(x)], x[~removed.unsqueeze(1).expand_as(x)])
+
+
+def test_imputation_noise_and_edge_cases():
+    x = torch.full((1, 1, 6, 6), 0.5)
+    removed = torch.zeros(1, 6, 6, dtype=torch.bool)
+    removed[0, 2:4, 2:4] = True
+    flat = noisy_linear_impute(x, removed, noise=0.0)
+    assert torch.allclose(flat, x)                                 # a constant image stays constant
+    noisy = noisy_linear_impute(x, removed, noise=0.01, seed=3)
+    assert 0 < (noisy - x).abs().max() < 0.05 and torch.equal(noisy, noisy_linear_impute(x, removed, seed=3))
+    everything = noisy_linear_impute(x, torch.ones(1, 6, 6, dtype=torch.bool), noise=0.0)
+    assert torch.equal(everything, torch.zeros_like(x))            # nothing kept: nothing to interpolate
+    with pytest.raises(TypeError, match="removed must be a bool tensor"):
+        noisy_linear_impute(x, removed.float())
+
+
+class FirstPixel(torch.nn.Module):
+    """Predicts class 1 when pixel (0, 0) is bright: only that pixel matters."""
+
+    def forward(self, x):
+        score = (x[:, 0, 0, 0] - 0.5) * 20
+        return torch.stack([-score, score], dim=1)
+
+
+def test_road_morf_falls_for_the_true_pixel_and_not_for_random():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 1, 8, 8, generator=generator) * 0.2
+    y = torch.randint(0, 2, (64,), generator=generator)
+    x[:, 0, 0, 0] = y.float()                            # the label is written in the first pixel
+    data = type("D", (), {"x": x, "y": y})()
+    oracle = ga.Occlusion(window=1, stride=1)
+    rows = {r["method"]: r for r in audit.road({"oracle": oracle, "random": ga.Random()}, FirstPixel().eval(), data,
+                                               fractions=(1 / 64,), limit=None).rows}
+    assert rows["oracle"]["lerf_accuracy"] == 1.0 and rows["oracle"]["morf_accuracy"] < 0.75
+    assert rows["oracle"]["gap_low"] > 0
+    assert rows["random"]["gap_low"] <= 0 <= rows["random"]["gap_high"]
+
+
+def test_mask_leak_is_at_chance_for_random_masks_and_high_for_a_class_mask():
+    generator = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 2, (300,), generator=generator)
+    random_masks = torch.rand(1, 300, 1, 6, 6, generator=generator) < 0.5
+    class_masks = random_masks.clone()
+    class_masks[0, :, 0, 0, 0] = y.bool()                 # one mask pixel spells the class
+    keep = torch.cat([random_masks, class_masks])
+    accuracy = audit.mask_leak(lambda: models.mlp((1, 6, 6), 2, hidden=16), keep[:, :200], y[:200],
+                               keep[:, 200:], y[200:], seeds=[0, 1], epochs=30, lr=1e-2)
+    assert abs(accuracy[0].item() - 0.5) < 0.15 and accuracy[1].item() > 0.95
