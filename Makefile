@@ -5,7 +5,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gradaudit-installed
 
-.PHONY: demo test bench clean methods-demo text-demo
+.PHONY: demo test lint bench clean methods-demo text-demo synthetic-demo
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,14 @@ demo: $(STAMP)
 	$(VENV)/bin/gradaudit audit --preset quick --out runs/quick
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks examples
+
+synthetic-demo: $(STAMP)
+	$(VENV)/bin/gradaudit audit --preset synthetic --out runs/synthetic
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_attribution.py

@@ -9,7 +9,8 @@ method's number of forward+backward passes at the best batch size (swept over 1.
 Times: all cases of one model run in one subprocess, round-robin over the repeats (this machine's
 speed drifts by up to 1.5x between processes), fastest repeat each. Peak memory: each case alone
 in its own subprocess, the peak RSS during one call above the RSS before it (after a warm-up
-call; large allocations returned to the system at once), or the CUDA peak allocation. With a GPU the same script runs on CUDA.
+call; large allocations returned to the system at once), or the CUDA peak allocation. With a GPU
+the same script runs on CUDA.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ def make_call(case: dict, model: nn.Module, x: torch.Tensor):
     if impl == "gradaudit":
         method = {"ig": lambda: ga.IntegratedGradients(steps=steps),
                   "smoothgrad": lambda: ga.SmoothGrad(ga.Saliency(abs=False), samples=SAMPLES, sigma=0.15),
-                  "smoothgradcampp": lambda: ga.SmoothGradCAMPlusPlus(MODELS[case["model"]][3], samples=SAMPLES, sigma=0.15),
+                  "smoothgradcampp": lambda: ga.SmoothGradCAMPlusPlus(MODELS[case["model"]][3], samples=SAMPLES,
+                                                                      sigma=0.15),
                   }[kind]()
         return (lambda: method(model, x, target, batch_size=setting)), 1.0
     if impl == "captum":
@@ -141,7 +143,7 @@ def time_cases(cases: list[dict]) -> list[float]:
         call()
     times = [[] for _ in calls]
     for _ in range(cases[0]["repeats"]):
-        for spent, (call, scale) in zip(times, calls):
+        for spent, (call, scale) in zip(times, calls, strict=False):
             spent.append(_timed(call, device) * scale)
     return [1000 * min(spent) / len(x) for spent in times]
 
@@ -194,11 +196,15 @@ def main() -> None:
         captum = [{**base, "method": m, "impl": "captum", "setting": s} for m in ("ig", "smoothgrad")
                   for s in [None] + [s for s in sizes if s <= images * SAMPLES]]
         cases = floors + ours + captum
-        times = dict(zip(map(json.dumps, cases), _subprocess(["--cases", json.dumps(cases)]) or [float("nan")] * len(cases)))
-        ms = lambda case: times[json.dumps(case)]  # noqa: E731
+        measured = _subprocess(["--cases", json.dumps(cases)]) or [float("nan")] * len(cases)
+        times = dict(zip(map(json.dumps, cases), measured, strict=True))
+
+        def ms(case, times=times):
+            return times[json.dumps(case)]
+
         floor_case = min(floors, key=ms)
         floor = ms(floor_case)
-        for method, case in zip(methods, ours):
+        for method, case in zip(methods, ours, strict=False):
             memory = measure({**case, "repeats": 1})["peak_mb"]
             line = f"{name:7} {method:16} {ms(case):10.2f} "
             if method == "smoothgradcampp":

@@ -31,7 +31,7 @@ def assert_unchanged(model, before):
     assert after["requires_grad"] == before["requires_grad"]
     assert after["modules"] == before["modules"]
     assert after["hooks"] == before["hooks"]
-    for a, b in zip(after["grad"], before["grad"]):
+    for a, b in zip(after["grad"], before["grad"], strict=False):
         assert (a is None and b is None) or torch.equal(a, b)
     for key, value in before["state"].items():
         assert torch.equal(after["state"][key], value), key

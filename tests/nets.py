@@ -3,7 +3,6 @@
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -40,7 +39,8 @@ class Block(nn.Module):
 class ResNetLike(nn.Module):
     def __init__(self, inplace=True, classes=4):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(inplace=inplace))
+        self.stem = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6),
+                                  nn.ReLU(inplace=inplace))
         self.layer1 = Block(6, inplace)
         self.layer2 = Block(6, inplace)
         self.pool = nn.AdaptiveAvgPool2d(1)

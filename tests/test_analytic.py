@@ -3,12 +3,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_close_rel
+from nets import double, gap_cnn, smooth_cnn
 from torch import nn
 
 import gradaudit as ga
 from gradaudit.methods.grid import AGGREGATES, VIRTUALS
-from helpers import assert_close_rel
-from nets import double, gap_cnn, smooth_cnn
 
 
 def linear_model():
@@ -24,7 +24,8 @@ def test_gradient_of_linear_model_is_weight_row():
     assert torch.allclose(ga.InputXGradient()(model, x, target), x * model.weight[target].detach())
 
 
-@pytest.mark.parametrize("rule", ["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"])
+@pytest.mark.parametrize("rule", ["gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
+                                  "riemann_trapezoid"])
 def test_integrated_gradients_exact_on_linear_model(rule):
     model, x = linear_model(), torch.randn(4, 6, dtype=torch.float64)
     attr, delta = ga.IntegratedGradients(steps=3, rule=rule, baseline=0.5).with_delta(model, x, 1)
@@ -59,7 +60,8 @@ def test_gradcam_equals_cam_after_global_average_pooling():
 
 def _layer_pair(seed=3, channels=3, size=5):
     torch.manual_seed(seed)
-    return torch.randn(2, channels, size, size, dtype=torch.float64), torch.randn(2, channels, size, size, dtype=torch.float64)
+    return torch.randn(2, channels, size, size, dtype=torch.float64), torch.randn(2, channels, size, size,
+                                                                                  dtype=torch.float64)
 
 
 def _materialised(a, g, virtual):
@@ -95,7 +97,8 @@ def test_every_grid_cell_equals_brute_force(virtual, aggregate):
 
 
 @pytest.mark.parametrize("virtual,conv", [("conv3x3", lambda c: nn.Conv2d(c, c, 3, padding=1, bias=False)),
-                                          ("depthwise3x3", lambda c: nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False)),
+                                          ("depthwise3x3", lambda c: nn.Conv2d(c, c, 3, padding=1, groups=c,
+                                                                               bias=False)),
                                           ("conv1x1", lambda c: nn.Conv2d(c, c, 1, bias=False))])
 def test_materialised_values_are_the_virtual_layers_weight_gradient(virtual, conv):
     """Summed over locations, the per-location values are the real weight gradient of an
@@ -175,7 +178,7 @@ def test_smooth_gradcam_plus_plus_averages_powers_before_the_weights():
         noisy = x + scale.view(-1, 1, 1, 1) * draws.rows(torch.arange(len(x)), torch.full((len(x),), k))
         act = model[:4](noisy)
         (g,) = torch.autograd.grad(model[4:](act)[:, 0].sum(), act)
-        powers = [p + g**i / n for p, i in zip(powers, (1, 2, 3))]
+        powers = [p + g**i / n for p, i in zip(powers, (1, 2, 3), strict=False)]
     expected = gradcam_plus_plus(model[:4](x).detach(), *powers)
     ours = ga.SmoothGradCAMPlusPlus("3", samples=n, noise=0.2, seed=seed, upsample=False)(model, x, 0)
     assert_close_rel(ours, expected, 1e-10)

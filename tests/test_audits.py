@@ -4,13 +4,15 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from helpers import assert_unchanged, snapshot
+from scipy import stats
 from torch import nn
 
 import gradaudit as ga
 from gradaudit import audit, data, models, train
 from gradaudit.audit.common import keep_masks, pearson, rank_pixels, spearman
+from gradaudit.audit.roar import saturated, tied_share
 from gradaudit.store import Store
-from helpers import assert_unchanged, snapshot
 
 
 @dataclass(frozen=True)
@@ -107,9 +109,11 @@ def test_class_sensitivity_on_a_linear_model():
     result = audit.class_sensitivity({"saliency": ga.Saliency(), "random": ga.Random()}, model, dataset)
     rows = {r["method"]: r for r in result.rows}
     logits = model(dataset.x)
-    w = model[1].weight.detach().abs()
-    expected = pearson(w[logits.argmax(1)], w[logits.argmin(1)]).mean().item()
-    assert rows["saliency"]["correlation"] == pytest.approx(expected)
+    w = model[1].weight.detach().abs()                      # the Saliency map of class c is |w_c|
+    expected = [stats.spearmanr(w[hi], w[lo]).statistic for hi, lo in zip(logits.argmax(1), logits.argmin(1),
+                                                                          strict=False)]
+    assert rows["saliency"]["correlation"] == pytest.approx(sum(expected) / len(expected))
+    assert rows["saliency"]["correlation_low"] < rows["saliency"]["correlation"] < rows["saliency"]["correlation_high"]
     assert rows["random"]["correlation"] == pytest.approx(1.0)   # the same map whatever the class
 
 
@@ -129,6 +133,30 @@ def test_correlations():
     assert pearson(a, 2 * a + 1).item() == pytest.approx(1.0)
     assert spearman(a, a**3).item() == pytest.approx(1.0)
     assert spearman(a, -a).item() == pytest.approx(-1.0)
+    generator = torch.Generator().manual_seed(0)
+    tied = torch.randint(0, 3, (4, 40), generator=generator).float()     # many ties: mean ranks, as scipy
+    other = torch.randint(0, 3, (4, 40), generator=generator).float()
+    expected = [stats.spearmanr(tied[i], other[i]).statistic for i in range(4)]
+    assert spearman(tied, other).tolist() == pytest.approx(expected)
+
+
+def test_saturation_and_ties():
+    assert saturated(1.0, 0.995, ceiling=1.0, chance=0.5) and saturated(0.505, 0.5, ceiling=1.0, chance=0.5)
+    assert not saturated(1.0, 0.9, ceiling=1.0, chance=0.5) and not saturated(0.98, 0.985, ceiling=1.0, chance=0.5)
+    maps = torch.tensor([[0.0, 0.0, 0.0, 0.5], [0.1, 0.2, 0.3, 0.4]])
+    assert tied_share(maps) == pytest.approx((0.75 + 0.0) / 2)
+
+
+def test_blockmnist_top_puts_every_signal_on_top():
+    random_layout = data.blockmnist("test", copies=1)
+    top = data.blockmnist("test", copies=1, position="top")
+    assert top.signal_on_top.all() and top.signal_mask[:, 0, :28].all() and not top.signal_mask[:, 0, 28:].any()
+    assert torch.equal(top.y, random_layout.y)
+    on_top = random_layout.signal_on_top.view(-1, 1, 1, 1)
+    digits = torch.where(on_top, random_layout.x[:, :, :28], random_layout.x[:, :, 28:])
+    assert torch.equal(top.x[:, :, :28], digits)                  # the same digits, always in the top block
+    with pytest.raises(ValueError, match="position must be 'random' or 'top'"):
+        data.blockmnist("test", position="left")
 
 
 def test_store_is_parameterised_and_idempotent(tmp_path):

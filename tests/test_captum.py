@@ -3,14 +3,21 @@
 import pytest
 import torch
 from captum.attr import (
-    Deconvolution, GuidedBackprop, GuidedGradCam, InputXGradient, IntegratedGradients,
-    LayerAttribution, LayerGradCam, NoiseTunnel, Saliency,
+    Deconvolution,
+    GuidedBackprop,
+    GuidedGradCam,
+    InputXGradient,
+    IntegratedGradients,
+    LayerAttribution,
+    LayerGradCam,
+    NoiseTunnel,
+    Saliency,
 )
+from helpers import assert_close_rel
+from nets import double, mlp, resnet_like, small_cnn, twin
 
 import gradaudit as ga
 from gradaudit.engine.noise import GaussianNoise
-from helpers import assert_close_rel
-from nets import double, mlp, resnet_like, small_cnn, twin
 
 CASES = {
     "cnn": (lambda: double(small_cnn()), (5, 1, 8, 8), "3"),
@@ -48,7 +55,8 @@ def test_input_x_gradient(name):
 
 
 @pytest.mark.parametrize("name", CASES)
-@pytest.mark.parametrize("rule", ["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"])
+@pytest.mark.parametrize("rule", ["gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
+                                  "riemann_trapezoid"])
 def test_integrated_gradients(name, rule):
     model, x, _ = case(name)
     baseline = torch.full_like(x, 0.1)

@@ -42,17 +42,18 @@ def test_tiny_audit_writes_a_report_and_resumes_after_kill_9(tmp_path):
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     before = rows(store)
-    assert 0 < len(before) < 3 * 4 * 2 * 2          # methods x fractions x repeats x models
+    cells = 3 * 4 * 2 * 4                              # methods x fractions x repeats x (2 seeds x 2 regimes)
+    assert 0 < len(before) < cells
     second = gradaudit(*args)
     output, _ = second.communicate(timeout=600)
     assert second.returncode == 0, output
     after = rows(store)
     assert after[:len(before)] == before              # nothing recomputed, nothing lost
-    assert len(after) == len({(a, k) for a, k, _ in after}) == 3 * 4 * 2 * 2   # complete, no duplicates
-    assert "signal mass" in output and "report:" in output
+    assert len(after) == len({(a, k) for a, k, _ in after}) == cells   # complete, no duplicates
+    assert "Signal mass of Saliency" in output and "report:" in output
     page = (out / "report.html").read_text()
     assert "DiffROAR" in page and "data:image/png;base64," in page and "<script" not in page
-    assert (out / "models" / "robust.pt").exists()
+    assert (out / "models" / "robust-1.pt").exists() and (out / "models" / "standard-top-0.pt").exists()
 
 
 def test_report_escapes_user_strings_and_rebuilds_from_the_store(tmp_path):
@@ -62,15 +63,24 @@ def test_report_escapes_user_strings_and_rebuilds_from_the_store(tmp_path):
     store.close()
     page = write_report(tmp_path).read_text()
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    result = subprocess.run([sys.executable, "-m", "gradaudit", "report", str(tmp_path)], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "gradaudit", "report", str(tmp_path)], capture_output=True,
+                            text=True)
     assert result.returncode == 0 and "report.html" in result.stdout
 
 
 def test_cli_errors_are_clear(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "gradaudit", "report", str(tmp_path / "none")], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "gradaudit", "report", str(tmp_path / "none")],
+                            capture_output=True, text=True)
     assert result.returncode == 2 and "has no results.sqlite" in result.stderr
-    result = subprocess.run([sys.executable, "-m", "gradaudit", "audit", "--preset", "huge"], capture_output=True, text=True)
-    assert result.returncode == 2 and "preset must be one of quick, paper, tiny" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "gradaudit", "audit", "--preset", "huge"], capture_output=True,
+                            text=True)
+    assert result.returncode == 2 and "preset must be one of quick, paper, tiny, synthetic" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "gradaudit", "audit", "--preset", "synthetic", "--repeats", "3"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "preset 'synthetic' has no setting 'repeats'" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "gradaudit", "audit", "--preset", "tiny", "--fill", "grey"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "--fill must be a number, mean or road; got 'grey'" in result.stderr
     result = subprocess.run([sys.executable, "-m", "gradaudit", "audit", "--preset", "tiny", "--methods", "magic"],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "unknown method 'magic'" in result.stderr
@@ -110,7 +120,8 @@ def test_audit_with_faithfulness_stores_and_reports_it(tmp_path):
     run(preset("tiny", faithfulness=True, fractions=(0.1,), methods=("saliency",)), tmp_path)
     store = Store(tmp_path / "results.sqlite")
     rows = store.rows("local_faithfulness")
-    assert {r["model"] for r in rows} == {"standard", "robust"} and len(rows) == 2 * 8 * 6
+    assert {r["model"] for r in rows} == {"standard/0", "standard/1", "robust/0", "robust/1"}
+    assert len(rows) == 4 * 8 * 6
     assert "Local faithfulness" in (tmp_path / "report.html").read_text()
 
 

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from nets import resnet_like, small_cnn
 from torch import nn
 
 import gradaudit as ga
-from nets import resnet_like, small_cnn
 
 
 @pytest.fixture
@@ -48,7 +48,8 @@ def test_integer_inputs_point_at_the_embedding_layer(cnn):
 
 
 def test_unknown_layer_suggests_close_names():
-    with pytest.raises(ValueError, match=r"layer 'layer2.conv' is not a module of the model; close matches: .*layer2.conv1"):
+    with pytest.raises(ValueError,
+                       match=r"layer 'layer2.conv' is not a module of the model; close matches: .*layer2.conv1"):
         ga.GradCAM("layer2.conv")(resnet_like(), torch.randn(1, 3, 8, 8))
     with pytest.raises(TypeError, match="layer must be a dotted module name"):
         ga.GradCAM(3)(resnet_like(), torch.randn(1, 3, 8, 8))
@@ -83,7 +84,8 @@ def test_output_not_batch_by_classes_without_callable_target(x):
 
 
 def test_model_forward_failure_names_the_input_shape(cnn):
-    with pytest.raises(ValueError, match=r"model\(inputs\) failed for inputs with per-example shape \[3, 8, 8\]: .*channels"):
+    with pytest.raises(ValueError,
+                       match=r"model\(inputs\) failed for inputs with per-example shape \[3, 8, 8\]: .*channels"):
         ga.Saliency()(cnn, torch.randn(2, 3, 8, 8))
 
 

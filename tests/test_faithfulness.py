@@ -44,7 +44,8 @@ def test_each_method_fits_its_own_neighbourhood_and_none_fits_all(setting, tmp_p
         best = table[hood].min()
         assert table.loc[name, hood] <= best + 0.02 + 0.1 * best, (name, hood, table[hood].to_dict())
     assert table.loc["occlusion", "occlusion"] < 1e-9       # exact on single removals
-    winners = {hood: set(table.index[table[hood] <= table[hood].min() + 0.02 + 0.1 * table[hood].min()]) for hood in hoods}
+    winners = {hood: set(table.index[table[hood] <= table[hood].min() + 0.02 + 0.1 * table[hood].min()])
+               for hood in hoods}
     assert not set.intersection(*winners.values()), winners   # no free lunch
     assert result.table()["best"].sum() >= len(hoods)
 

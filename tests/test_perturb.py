@@ -3,12 +3,12 @@
 import pytest
 import torch
 from captum.attr import Occlusion as CaptumOcclusion
+from helpers import assert_close_rel
+from nets import double, small_cnn
 from torch import nn
 
 import gradaudit as ga
 from gradaudit.methods.perturb import feature_ids, ridge
-from helpers import assert_close_rel
-from nets import double, small_cnn
 
 
 @pytest.mark.parametrize("window,stride", [(4, 2), (3, 3), ((2, 4), (1, 2)), (8, 8)])
@@ -18,7 +18,8 @@ def test_occlusion_equals_captum(window, stride):
     x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
     ours = ga.Occlusion(window=window, stride=stride, fill=0.5)(model, x, 1, batch_size=7)
     w, s = ((window, window), (stride, stride)) if isinstance(window, int) else (window, stride)
-    theirs = CaptumOcclusion(model).attribute(x, sliding_window_shapes=(1, *w), strides=(1, *s), baselines=0.5, target=1)
+    theirs = CaptumOcclusion(model).attribute(x, sliding_window_shapes=(1, *w), strides=(1, *s), baselines=0.5,
+                                              target=1)
     assert_close_rel(ours, theirs)          # the oracle tolerance of test_captum.py
 
 

@@ -4,12 +4,12 @@ import warnings
 
 import pytest
 import torch
+from helpers import assert_close_rel, assert_unchanged, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from nets import double, resnet_like, small_cnn, twin
 
 import gradaudit as ga
-from helpers import assert_close_rel, assert_unchanged, snapshot
-from nets import double, resnet_like, small_cnn, twin
 
 INPUT_METHODS = [
     ga.Saliency(), ga.InputXGradient(), ga.IntegratedGradients(steps=5), ga.SmoothGrad(samples=3),
@@ -84,7 +84,8 @@ def test_bfloat16_inputs_work_and_accumulate_in_float32():
 
 
 # layer1, not layer2: right before pooling + linear the gradient is the same for every input.
-@pytest.mark.parametrize("method", [ga.SmoothGrad(samples=4), ga.Random(), ga.SmoothGradCAMPlusPlus("layer1", samples=3)],
+@pytest.mark.parametrize("method", [ga.SmoothGrad(samples=4), ga.Random(), ga.SmoothGradCAMPlusPlus("layer1",
+                                                                                                    samples=3)],
                          ids=lambda m: type(m).__name__)
 def test_same_seed_same_result_other_seed_other_result(method):
     model, x = double(resnet_like()), resnet_input()
@@ -140,7 +141,8 @@ def test_automatic_chunks_stay_under_the_memory_budget(monkeypatch):
     monkeypatch.setattr(ga.config, "memory_budget", 1)
     assert auto_rows(model, x) == 1
     monkeypatch.setattr(ga.config, "memory_budget", 10**15)
-    assert auto_rows(model, x) == min(ga.config.max_chunk, max(ga.config.min_chunk, ga.config.cpu_working_set // per_row))
+    assert auto_rows(model, x) == min(ga.config.max_chunk, max(ga.config.min_chunk,
+                                                               ga.config.cpu_working_set // per_row))
     monkeypatch.setattr(ga.config, "cpu_working_set", 10**15)
     assert auto_rows(model, x) == ga.config.max_chunk
     assert_close_rel(ga.IntegratedGradients(steps=9)(model, x, 0), limited, 1e-10)

@@ -3,11 +3,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_close_rel
+from nets import FunctionalAct, double, mlp, resnet_like
 from torch import nn
 
 import gradaudit as ga
-from helpers import assert_close_rel
-from nets import FunctionalAct, double, mlp, resnet_like
 
 ACTIVATIONS = {
     "relu": (nn.ReLU, F.relu), "leaky_relu": (lambda: nn.LeakyReLU(0.1), lambda t: F.leaky_relu(t, 0.1)),
@@ -37,7 +37,7 @@ def test_rules_apply_to_modules_and_functional_calls(name, method, rule):
     for model in filter(None, [module and double(mlp(activation=module)),
                                functional and double(FunctionalAct(functional))]):
         act = model[1] if isinstance(model, nn.Sequential) else model.fn
-        reference = analytic(model, lambda t: act(t.clone()), x, 2, rule)
+        reference = analytic(model, lambda t, act=act: act(t.clone()), x, 2, rule)
         assert_close_rel(method(model, x, 2), reference, 1e-10)
 
 

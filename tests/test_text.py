@@ -107,7 +107,7 @@ def test_multi_token_contrast_runs_one_sequence_per_branch(tx):
 def test_padded_batch_equals_one_by_one(tx, method):
     prompts, targets = [PROMPT, "a cat", "one two three four five six seven"], [" paris", " sat on the mat", " eight"]
     batch = tx.explain(prompts, targets, method)
-    for prompt, target, r in zip(prompts, targets, batch):
+    for prompt, target, r in zip(prompts, targets, batch, strict=False):
         alone = tx.explain(prompt, target, method)
         assert r.tokens == alone.tokens
         assert torch.allclose(r.scores, alone.scores, rtol=1e-7, atol=1e-10)

@@ -65,7 +65,7 @@ def test_ensemble_equals_sequential_training_on_the_same_seeds(recipe):
         torch.manual_seed(seed)
         alone = train.fit(model_fn(), TensorDataset(torch.where(keep[m], x, fill), y), seed=seed, progress=False,
                           **recipe)
-        for (name, a), b in zip(alone.state_dict().items(), together[m].state_dict().values()):
+        for (name, a), b in zip(alone.state_dict().items(), together[m].state_dict().values(), strict=False):
             assert torch.allclose(a, b, atol=1e-10), name
     accuracy = train.ensemble_accuracy(together, x, y, keep, fill)
     for m in range(3):
@@ -91,7 +91,7 @@ def test_adversarial_ensemble_equals_adversarial_training_alone():
         torch.manual_seed(seed)
         alone = train.fit(model_fn(), TensorDataset(x, y), seed=seed, adversary=attack, epochs=2, batch_size=8,
                           optimizer="sgd", lr=0.1, progress=False)
-        for a, b in zip(alone.state_dict().values(), together[m].state_dict().values()):
+        for a, b in zip(alone.state_dict().values(), together[m].state_dict().values(), strict=False):
             assert torch.allclose(a, b, atol=1e-10)
 
 

@@ -8,9 +8,28 @@ from .config import config
 from .engine.target import Contrast
 from .maps import heatmap
 from .methods import (
-    Combine, Deconvnet, GradCAM, GradCAMPlusPlus, GuidedBackprop, GuidedGradCAM, InputXGradient,
-    IntegratedGradients, LayerMethod, LayerSaliency, LinearApprox, Method, NormGrad, Random,
-    Saliency, SmoothGrad, SmoothGradCAMPlusPlus, Occlusion, LIME, CLIME, KernelSHAP, MetaStep,
+    CLIME,
+    LIME,
+    Combine,
+    Deconvnet,
+    GradCAM,
+    GradCAMPlusPlus,
+    GuidedBackprop,
+    GuidedGradCAM,
+    InputXGradient,
+    IntegratedGradients,
+    KernelSHAP,
+    LayerMethod,
+    LayerSaliency,
+    LinearApprox,
+    MetaStep,
+    Method,
+    NormGrad,
+    Occlusion,
+    Random,
+    Saliency,
+    SmoothGrad,
+    SmoothGradCAMPlusPlus,
 )
 
 __version__ = "0.1.0"

@@ -167,8 +167,9 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="gradaudit", description="Saliency maps you can check.")
     commands = root.add_subparsers(dest="command", required=True)
     audit = commands.add_parser("audit", help="train standard + robust models on BlockMNIST, explain, audit, report")
-    audit.add_argument("--preset", default="quick", help="quick (the demo, ~5 minutes on 2 CPU cores), synthetic (the paper's "
-                       "synthetic test bed, ~2 minutes), paper, tiny")
+    audit.add_argument("--preset", default="quick",
+                       help="quick (the demo, ~5 minutes on 2 CPU cores), synthetic (the paper's synthetic test bed, "
+                            "~2 minutes), paper, tiny")
     audit.add_argument("--out", default="runs/quick", help="run folder (results.sqlite, models/, report.html)")
     audit.add_argument("--methods", help="comma-separated: saliency,inputxgradient,smoothgrad,ig,guidedbackprop,"
                                          "deconvnet,gradcam,gradcampp,normgrad,linearapprox,random")

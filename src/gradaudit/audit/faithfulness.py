@@ -35,7 +35,8 @@ class Neighbourhood:
 
     def __init__(self, name: str, seed: int = 0):
         kind, _, value = name.partition(":")
-        if kind not in ("gaussian", "mask", "shap", "uniform", "occlusion") or (kind in ("gaussian", "mask")) != bool(value):
+        if kind not in ("gaussian", "mask", "shap", "uniform", "occlusion") or (kind in ("gaussian",
+                                                                                         "mask")) != bool(value):
             raise ValueError(f"neighbourhood must be gaussian:SIGMA, mask:P, shap, uniform or occlusion; got {name!r}")
         self.name, self.kind, self.seed = name, kind, seed
         self.value = float(value) if value else None

@@ -29,7 +29,7 @@ def signal_mass(methods, model: nn.Module, data, *, top: float = 0.1, limit: int
     x, y, mask = data.x[:limit], data.y[:limit], data.signal_mask[:limit, 0]
     rows = []
     for name, method in named_methods(methods).items():
-        def compute(method=method):
+        def compute(method=method, name=name):
             maps = importance(method, model, x, y, desc=f"signal mass {name}")
             mass = (maps * mask).sum((1, 2)) / maps.sum((1, 2)).clamp(min=1e-12)
             count = max(1, int(round(top * maps[0].numel())))

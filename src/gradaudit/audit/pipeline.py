@@ -19,8 +19,22 @@ import torch
 
 from .. import data, models, train
 from ..methods import (
-    CLIME, LIME, Deconvnet, GradCAM, GradCAMPlusPlus, GuidedBackprop, InputXGradient, IntegratedGradients,
-    KernelSHAP, LinearApprox, MetaStep, NormGrad, Occlusion, Random, Saliency, SmoothGrad,
+    CLIME,
+    LIME,
+    Deconvnet,
+    GradCAM,
+    GradCAMPlusPlus,
+    GuidedBackprop,
+    InputXGradient,
+    IntegratedGradients,
+    KernelSHAP,
+    LinearApprox,
+    MetaStep,
+    NormGrad,
+    Occlusion,
+    Random,
+    Saliency,
+    SmoothGrad,
 )
 from ..report import method_grid, write_report
 from ..report.reading import headline
@@ -42,17 +56,18 @@ class Preset:
     digits: tuple = (0, 1)
     copies: int = 2
     source: str | None = None
-    seeds_per_model: int = 3
-    recipe: dict = field(default_factory=lambda: {"optimizer": "adam", "lr": 1e-3, "epochs": 4, "batch_size": 64})
+    seeds_per_model: int = 4
+    recipe: dict = field(default_factory=lambda: {"optimizer": "adam", "lr": 1e-3, "epochs": 4, "batch_size": 64,
+                                                  "adversary_warmup": 1.0})
     width: int = 16
     adversary: dict = field(default_factory=lambda: {"norm": "linf", "eps": 0.3, "steps": 7})
     top_layout: bool = True
-    methods: tuple = ("saliency", "smoothgrad", "ig", "gradcam", "random")
-    samples: int = 16
+    methods: tuple = ("saliency", "smoothgrad", "random")
+    samples: int = 8
     steps: int = 16
     layer: str = "conv2"
     fractions: tuple = (0.02, 0.05, 0.1)
-    repeats: int = 2
+    repeats: int = 3
     retrain_recipe: dict = field(default_factory=lambda: {"optimizer": "adam", "lr": 1e-3, "epochs": 4,
                                                           "batch_size": 64})
     retrain_hidden: int = 128
@@ -169,7 +184,7 @@ def _trained(names: list[str], build, train_set, recipe: dict, seeds: list[int],
     print(f"training {len(names)} {label} models ({recipe.describe()}{', PGD ' + str(adversary) if adversary else ''})",
           flush=True)
     trained = {}
-    for name, seed in zip(names, seeds):
+    for name, seed in zip(names, seeds, strict=False):
         path = folder / f"{name.replace('/', '-')}.pt"
         torch.manual_seed(seed)
         model = build()

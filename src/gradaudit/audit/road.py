@@ -40,7 +40,7 @@ def road(methods, model: nn.Module, data, *, fractions=(0.1, 0.3, 0.5, 0.7, 0.9)
     for name, method in named_methods(methods).items():
         ranks = None
         for k in fractions:
-            def compute(k=k):
+            def compute(k=k, method=method, name=name):
                 nonlocal ranks
                 if ranks is None:
                     ranks = rank_pixels(importance(method, model, x, y, desc=f"ROAD {name}"), seed)

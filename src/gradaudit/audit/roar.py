@@ -20,7 +20,7 @@ Three things keep the numbers honest:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -116,8 +116,9 @@ def diffroar(methods, model: nn.Module, train, test, *, model_fn: Callable[[], n
                 return {"model": model_name, "method": variant, "fraction": k, "repeat": r}
 
             todo = [(k, r) for k, r in cells if store is None or store.get("diffroar", key(k, r)) is None]
+            leak_key = {"model": model_name, "method": variant}
             leak_todo = [k for k in fractions if leak_check and (
-                store is None or store.get("diffroar_leak", {"model": model_name, "method": variant, "fraction": k}) is None)]
+                store is None or store.get("diffroar_leak", {**leak_key, "fraction": k}) is None)]
             results, ties = {}, None
             if todo or leak_todo:
                 if maps is None:
@@ -126,7 +127,7 @@ def diffroar(methods, model: nn.Module, train, test, *, model_fn: Callable[[], n
                 ties = tied_share(scored[1])
                 ranks = [rank_pixels(m, seed) for m in scored]
 
-                def masks(split, ks):
+                def masks(split, ks, ranks=ranks):
                     shape = (train if split == 0 else test).x.shape
                     return torch.stack([keep_masks(ranks[split], k, top) for k in ks for top in (True, False)]
                                        ).view(-1, *shape)
@@ -137,7 +138,7 @@ def diffroar(methods, model: nn.Module, train, test, *, model_fn: Callable[[], n
                 if leak_todo:
                     leaks += _leak(model_fn, train, test, masks, leak_todo, recipe, seed, model_name, variant, store)
             for k, r in cells:
-                def compute(k=k, r=r, ties=ties):
+                def compute(k=k, r=r, ties=ties, results=results):
                     top_acc, bottom_acc = results[(k, r)]
                     return {"top_accuracy": top_acc, "bottom_accuracy": bottom_acc, "diffroar": top_acc - bottom_acc,
                             "saturated": saturated(top_acc, bottom_acc, ceiling, chance), "ceiling": ceiling,

@@ -32,7 +32,7 @@ def randomization(methods, model: nn.Module, data, *, limit: int | None = 100, s
     for name, method in named_methods(methods).items():
         original = None
         for depth in range(1, len(layers) + 1):
-            def compute(method=method, depth=depth):
+            def compute(method=method, depth=depth, name=name):
                 nonlocal original
                 if original is None:
                     original = importance(method, model, x, y, desc=f"sanity {name}")

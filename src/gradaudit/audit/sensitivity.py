@@ -30,7 +30,7 @@ def class_sensitivity(methods, model: nn.Module, data, *, limit: int | None = 20
     x = data.x[:limit]
     rows = []
     for name, method in named_methods(methods).items():
-        def compute(method=method):
+        def compute(method=method, name=name):
             with torch.no_grad(), prepared(model):
                 logits = model(x)
             top = importance(method, model, x, logits.argmax(1), desc=f"sensitivity {name}", absolute=False)

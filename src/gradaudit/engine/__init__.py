@@ -4,8 +4,8 @@ Only this package touches hooks and autograd internals; methods are recipes on t
 """
 
 from .backprop import Pass, RowConditioned, backprop, observe, predict, select_rows
-from .edit import edited_output
 from .chunks import auto_rows, sample_scores, sample_sum
+from .edit import edited_output
 from .guard import prepared
 from .probe import resolve_layer
 from .target import Contrast, Target, as_target

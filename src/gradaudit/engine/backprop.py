@@ -29,7 +29,7 @@ class RowConditioned(nn.Module):
     with ``rows`` LongTensor[R]. Token sequences are one case: every example has its own
     attention mask and fixed continuation, while methods expand rows along samples."""
 
-    def select(self, rows: Tensor) -> "RowConditioned":
+    def select(self, rows: Tensor) -> RowConditioned:
         """This model for a new batch whose example i is example ``rows[i]`` of this one."""
         return _SelectedRows(self, rows)
 
@@ -79,7 +79,7 @@ def backprop(model: nn.Module, x: Tensor, target: Target, rows: Tensor, *, layer
             grads = torch.autograd.grad(scores.sum(), wrt, allow_unused=True)
         else:
             grads = [None] * len(wrt)
-    grads = [torch.zeros_like(t) if g is None else g for t, g in zip(wrt, grads)]
+    grads = [torch.zeros_like(t) if g is None else g for t, g in zip(wrt, grads, strict=False)]
     input_grad = grads.pop(0) if wrt_input else None
     return Pass(scores.detach(), input_grad, [a.detach() for a in activations], grads)
 

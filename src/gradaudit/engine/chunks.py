@@ -9,7 +9,7 @@ the chunk, never on the number of samples.
 from __future__ import annotations
 
 import weakref
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ..config import config
 from .backprop import _forward
 
-_row_bytes: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_row_bytes: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 
 
 def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -46,7 +46,7 @@ def sample_sum(n_examples: int, n_samples: int, chunk: int,
         if sums is None:
             sums = [torch.zeros((n_examples, *o.shape[1:]), dtype=accumulator_dtype(o.dtype), device=o.device)
                     for o in outs]
-        for acc, out in zip(sums, outs):
+        for acc, out in zip(sums, outs, strict=False):
             acc.index_add_(0, examples.to(out.device), out.to(acc.dtype))
     return sums
 
@@ -60,7 +60,7 @@ def sample_scores(model: nn.Module, target, n_examples: int, n_samples: int, chu
     each row for its example. The evaluation half of every perturbation method.
     """
     scores = None
-    for rows, examples, samples in chunk_rows(n_examples, n_samples, chunk, device):
+    for _, examples, samples in chunk_rows(n_examples, n_samples, chunk, device):
         out = target.scores(_forward(model, perturb(examples, samples), examples), examples)
         if scores is None:
             scores = torch.empty(n_examples, n_samples, dtype=accumulator_dtype(out.dtype), device=out.device)

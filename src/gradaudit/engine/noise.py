@@ -47,7 +47,8 @@ class GaussianNoise:
     def _block_of(self, sample: int) -> Tensor:
         if sample != self._sample:
             # CPU generators seed from 32 bits: mix (seed, sample) into 32 bits, bijective in sample.
-            generator = torch.Generator().manual_seed(_hash32(_hash32((self.seed + 0x9E3779B9) & _MASK) ^ (sample & _MASK)))
+            mixed = _hash32(_hash32((self.seed + 0x9E3779B9) & _MASK) ^ (sample & _MASK))
+            generator = torch.Generator().manual_seed(mixed)
             dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
             self._sample, self._block = sample, torch.randn(self.shape, generator=generator, dtype=dtype)
         return self._block
@@ -57,7 +58,7 @@ class GaussianNoise:
         kinds, counts = samples.cpu().unique_consecutive(return_counts=True)
         examples = examples.cpu()
         parts, start = [], 0
-        for sample, count in zip(kinds.tolist(), counts.tolist()):
+        for sample, count in zip(kinds.tolist(), counts.tolist(), strict=False):
             parts.append(self._block_of(sample)[examples[start:start + count]])
             start += count
         return torch.cat(parts).to(self.dtype)

@@ -16,7 +16,7 @@ inside TorchScript or ``torch.compile`` code, fused C++ kernels (for example the
 
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F

@@ -7,7 +7,7 @@ scores a batch of rows given ``rows``: LongTensor[R], the example each row belon
 from __future__ import annotations
 
 import numbers
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -31,11 +31,11 @@ class Target:
         """Scores of shape [R] for ``output`` whose row i belongs to example ``rows[i]``."""
         raise NotImplementedError
 
-    def fixed(self, predict: Callable[[], Tensor]) -> "Target":
+    def fixed(self, predict: Callable[[], Tensor]) -> Target:
         """This target with "the predicted class" pinned down (``predict`` gives LongTensor[B])."""
         return self
 
-    def select(self, rows: Tensor) -> "Target":
+    def select(self, rows: Tensor) -> Target:
         """The target for a new batch whose row i is example ``rows[i]`` of this one."""
         return self
 

@@ -9,8 +9,8 @@ of each factor (see METHODS.md), so every cell costs O(C) per location.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -174,10 +174,11 @@ class Combine(Method):
 
         def rows(r, e, k):
             p = backprop(model, x[e], target, e, layers=layers, wrt_input=False)
-            found = {name: spatial(name, a, g) for (name, _), a, g in zip(layers, p.activations, p.gradients)}
+            found = {name: spatial(name, a, g) for (name, _), a, g in zip(layers, p.activations, p.gradients,
+                                                                          strict=False)}
             return tuple(m._map(*found[m._layer(model)[0]]) for m in shared)
 
-        maps = dict(zip(shared, sample_sum(len(x), 1, chunk, rows, x.device))) if shared else {}
+        maps = dict(zip(shared, sample_sum(len(x), 1, chunk, rows, x.device), strict=False)) if shared else {}
         result = None
         for method in self.methods:
             raw = maps[method] if method in maps else method._explain(model, x, target, chunk)

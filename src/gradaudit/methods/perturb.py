@@ -98,7 +98,7 @@ class Occlusion(PerturbationMethod):
                              "(need 1 <= stride <= window <= size)")
         starts = [[i * s for i in range(-(-(size - w) // s) + 1)] for size, w, s in ((height, wh, sh), (width, ww, sw))]
         masks = torch.zeros(len(starts[0]) * len(starts[1]), height, width, dtype=torch.bool)
-        for i, (top, left) in enumerate((t, l) for t in starts[0] for l in starts[1]):
+        for i, (top, left) in enumerate((t, s) for t in starts[0] for s in starts[1]):
             masks[i, top:top + wh, left:left + ww] = True
         return masks
 

@@ -7,9 +7,9 @@ import io
 import json
 from pathlib import Path
 
+from ..audit.stats import mean_interval
 from ..store import Store
 from .plots import PLOTTERS
-from ..audit.stats import mean_interval
 from .reading import kind, reading
 
 TEMPLATE = """<!doctype html>
@@ -25,7 +25,8 @@ img { max-width: 100%; } .reading li { margin: 0.3em 0; } code { background: #f3
 <p>Every number in the tables is a mean with its 95% interval over the rows named in the last column
 (model seeds, retraining repeats); verdicts compare the audited models' seeds.</p>
 <h2>Reading</h2><ul class="reading">{% for line in lines %}<li>{{ line }}</li>{% endfor %}</ul>
-{% for figure in heatmaps %}<h2>{{ figure.title }}</h2><img alt="{{ figure.title }}" src="data:image/png;base64,{{ figure.data }}">{% endfor %}
+{% for figure in heatmaps %}<h2>{{ figure.title }}</h2>
+<img alt="{{ figure.title }}" src="data:image/png;base64,{{ figure.data }}">{% endfor %}
 {% for section in sections %}
 <h2>{{ section.title }}</h2>
 {% if section.image %}<img alt="{{ section.title }}" src="data:image/png;base64,{{ section.image }}">{% endif %}

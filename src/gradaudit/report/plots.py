@@ -19,12 +19,15 @@ def plot_diffroar(table, ax=None):
     """DiffROAR(k) per method with the spread over repeats, one panel per model."""
     models = list(dict.fromkeys(table["model"]))
     fig, axes = _axes(ax, len(models))
-    for axis, model in zip(axes, models):
-        part = table[table["model"] == model].groupby(["method", "fraction"])["diffroar"].agg(["mean", "std"]).reset_index()
+    for axis, model in zip(axes, models, strict=False):
+        part = table[table["model"] == model].groupby(["method", "fraction"])["diffroar"].agg(["mean",
+                                                                                               "std"]).reset_index()
         for method, rows in part.groupby("method", sort=False):
-            axis.errorbar(rows["fraction"], rows["mean"], yerr=rows["std"].fillna(0), marker="o", ms=3, capsize=2, label=method)
+            axis.errorbar(rows["fraction"], rows["mean"], yerr=rows["std"].fillna(0), marker="o", ms=3, capsize=2,
+                          label=method)
         axis.axhline(0, color="grey", lw=0.8, ls="--")
-        axis.set(title=f"DiffROAR - {model} model", xlabel="fraction of pixels kept (k)", ylabel="acc(top-k) - acc(bottom-k)")
+        axis.set(title=f"DiffROAR - {model} model", xlabel="fraction of pixels kept (k)",
+                 ylabel="acc(top-k) - acc(bottom-k)")
     axes[-1].legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -60,7 +63,7 @@ def plot_class_sensitivity(table, ax=None):
 def plot_randomization(table, ax=None):
     models = list(dict.fromkeys(table["model"]))
     fig, axes = _axes(ax, len(models))
-    for axis, model in zip(axes, models):
+    for axis, model in zip(axes, models, strict=False):
         part = table[table["model"] == model].groupby(["method", "depth"], sort=False)["spearman"].mean().reset_index()
         for method, rows in part.groupby("method", sort=False):
             axis.plot(rows["depth"], rows["spearman"], marker="o", ms=3, label=method)
@@ -75,7 +78,7 @@ def plot_local_faithfulness(table, ax=None):
     """Methods x neighbourhoods matrix of unexplained variance per model; the best is boxed."""
     models = list(dict.fromkeys(table["model"]))
     fig, axes = _axes(ax, len(models), width=6)
-    for axis, model in zip(axes, models):
+    for axis, model in zip(axes, models, strict=False):
         part = table[table["model"] == model].pivot(index="method", columns="neighbourhood", values="unexplained")
         shown = part.clip(upper=1.0)
         axis.imshow(shown.values, cmap="viridis_r", vmin=0, vmax=1, aspect="auto")

@@ -18,7 +18,7 @@ from ..methods import IntegratedGradients
 from ..methods.base import Method
 from .layout import Branch, Embedded, build_layout
 from .render import token_html, token_rich
-from .targets import ClassScore, Contrast, ContinuationScore, OutputFunction
+from .targets import ClassScore, ContinuationScore, Contrast, OutputFunction
 
 REDUCTIONS = ("sum", "norm")
 TOKEN_BASELINES = {"pad": "pad_token_id", "mask": "mask_token_id", "unk": "unk_token_id"}
@@ -66,11 +66,11 @@ class GenerationScores:
     def html(self) -> str:
         """One row of coloured prompt tokens per generated token."""
         rows = [f"<tr><th>{html.escape(tok)}</th><td>{token_html(self.prompt_tokens, row)}</td></tr>"
-                for tok, row in zip(self.generated_tokens, self.matrix)]
+                for tok, row in zip(self.generated_tokens, self.matrix, strict=False)]
         return "<table class='gradaudit-generation'>" + "".join(rows) + "</table>"
 
     def show(self) -> None:
-        for tok, row in zip(self.generated_tokens, self.matrix):
+        for tok, row in zip(self.generated_tokens, self.matrix, strict=False):
             print(f"{tok!r:>14} <- ", end="")
             token_rich(self.prompt_tokens, row)
 
@@ -162,7 +162,8 @@ class TextExplainer:
             a, b = target.preferred, target.dispreferred
             if isinstance(a, numbers.Integral) and isinstance(b, numbers.Integral):
                 return [[Branch()]] * n, ClassScore(ClassContrast(int(a), int(b)))
-            pairs = zip(self._per_prompt(a, n, "Contrast preferred"), self._per_prompt(b, n, "Contrast dispreferred"))
+            pairs = zip(self._per_prompt(a, n, "Contrast preferred"), self._per_prompt(b, n, "Contrast dispreferred"),
+                        strict=False)
             return ([[Branch(self.continuation(x)), Branch(self.continuation(y), sign=-1.0)] for x, y in pairs],
                     ContinuationScore())
         if isinstance(target, str) or (isinstance(target, (list, tuple)) and target and isinstance(target[0], str)):
@@ -310,7 +311,8 @@ def _gradient_method(method) -> Method:
     """``method`` (default ``IntegratedGradients(steps=32)``), checked to be a gradient method."""
     method = IntegratedGradients(steps=32) if method is None else method
     if not isinstance(method, Method):
-        raise TypeError(f"method must be a gradaudit method such as ga.IntegratedGradients(), got {type(method).__name__}")
+        raise TypeError("method must be a gradaudit method such as ga.IntegratedGradients(), "
+                        f"got {type(method).__name__}")
     if not method.needs_gradients:
         raise ValueError(f"{type(method).__name__} is a perturbation method; TextExplainer runs gradient "
                          "methods (use text.reagent for a perturbation attribution of tokens)")

@@ -54,7 +54,7 @@ def build_layout(prompts: list[list[int]], branches: list[list[Branch]], pad_id:
     width = max(len(p) for p in prompts)
     forced = [[list(br.ids[:-1]) for br in brs] for brs in branches]
     slots = max(len(f) for fs in forced for f in fs) + 1          # the last slot holds the pad token
-    length = max(len(p) + len(f) for p, fs in zip(prompts, forced) for f in fs)
+    length = max(len(p) + len(f) for p, fs in zip(prompts, forced, strict=False) for f in fs)
     scored_len = max(1, max(len(br.ids) - br.first for brs in branches for br in brs))
     b = len(prompts)
     source = torch.full((b, k, length), width + slots - 1, dtype=torch.long)
@@ -63,7 +63,7 @@ def build_layout(prompts: list[list[int]], branches: list[list[Branch]], pad_id:
     positions = torch.zeros(b, k, scored_len, dtype=torch.long)
     scored_ids = torch.zeros(b, k, scored_len, dtype=torch.long)
     scored = torch.zeros(b, k, scored_len)
-    for i, (prompt, brs) in enumerate(zip(prompts, branches)):
+    for i, (prompt, brs) in enumerate(zip(prompts, branches, strict=False)):
         p = len(prompt)
         for j, br in enumerate(brs):
             f = forced[i][j]
@@ -79,7 +79,8 @@ def build_layout(prompts: list[list[int]], branches: list[list[Branch]], pad_id:
     sequence_of = torch.arange(k)
     if k > 1 and all(f == fs[0] for fs in forced for f in fs):
         # Branches that differ only in the token scored share one forward (single-token contrasts).
-        source, mask, fixed_ids, sequence_of = source[:, :1], mask[:, :1], fixed_ids[:, :1], torch.zeros(k, dtype=torch.long)
+        source, mask, fixed_ids, sequence_of = source[:, :1], mask[:, :1], fixed_ids[:, :1], torch.zeros(k,
+                                                                                                         dtype=torch.long)
     return Layout(torch.tensor([len(p) for p in prompts]), source, mask, fixed_ids, positions, scored_ids,
                   scored, signs, sequence_of, width)
 

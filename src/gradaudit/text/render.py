@@ -25,7 +25,7 @@ def token_html(tokens: list[str], scores: Tensor) -> str:
     """Escaped ``<span>`` per token, red for positive scores and blue for negative, with the
     score in the title."""
     spans = []
-    for token, share, score in zip(displays(tokens), _shares(scores), scores.tolist()):
+    for token, share, score in zip(displays(tokens), _shares(scores), scores.tolist(), strict=False):
         colour = f"rgba(214,39,40,{share:.3f})" if share >= 0 else f"rgba(31,119,180,{-share:.3f})"
         spans.append(f"<span title='{score:+.4g}' style='background:{colour};padding:1px 2px;"
                      f"border-radius:3px'>{html.escape(token)}</span>")
@@ -38,7 +38,7 @@ def token_rich(tokens: list[str], scores: Tensor) -> None:
     from rich.text import Text
 
     line = Text()
-    for token, share in zip(displays(tokens), _shares(scores)):
+    for token, share in zip(displays(tokens), _shares(scores), strict=False):
         level = int(round(abs(share) * 4))
         style = f"on {'red' if share >= 0 else 'blue'}{'1' if level >= 3 else '3'}" if level else ""
         line.append(token, style=style)

@@ -3,8 +3,8 @@ callable on the model output; and ``Contrast`` for "why this rather than that"."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor

@@ -11,7 +11,7 @@ each model alone with the same recipe, seed and batches (tested).
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,8 @@ def _masked(x: Tensor, keep: Tensor | None, fill, model_axis: Tensor, index: Ten
     xb = x[index]
     if keep is None:
         return xb
-    filler = fill[model_axis, index] if isinstance(fill, Tensor) and fill.ndim > 0 else torch.as_tensor(fill, dtype=x.dtype)
+    filler = fill[model_axis, index] if isinstance(fill, Tensor) and fill.ndim > 0 else torch.as_tensor(fill,
+                                                                                                        dtype=x.dtype)
     return torch.where(keep[model_axis, index], xb, filler)
 
 
@@ -84,7 +85,8 @@ def fit_ensemble(model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor, keep: 
             index = torch.stack([order[step] for order in orders])          # [M, b]
             xb, yb = _masked(x, keep, fill, model_axis, index), y[index]
             if adversary is not None:
-                flat = adversary.perturb(stacked, xb.flatten(0, 1).detach(), yb.flatten(), attack_noise)
+                attack = recipe.adversary_at(adversary, epoch, step, len(orders[0]))
+                flat = attack.perturb(stacked, xb.flatten(0, 1).detach(), yb.flatten(), attack_noise)
                 xb = flat.view_as(xb)
             optimiser.zero_grad(set_to_none=True)
             loss_all(params, buffers, xb, yb).sum().backward()

@@ -47,13 +47,14 @@ def fit(model: nn.Module, dataset: Dataset, recipe: Recipe | None = None, *, see
     optimiser = recipe.optimizer_for(model.parameters())
     for epoch in range(recipe.epochs):
         recipe.start_epoch(optimiser, epoch)
-        bar = tqdm(batch_order(len(y), recipe.batch_size, generator), desc=f"epoch {epoch + 1}/{recipe.epochs}",
-                   disable=None if progress else True, leave=False, mininterval=1.0)
-        for index in bar:
+        batches = batch_order(len(y), recipe.batch_size, generator)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=None if progress else True,
+                   leave=False, mininterval=1.0)
+        for step, index in enumerate(bar):
             xb, yb = x[index], y[index]
             if adversary is not None:
                 model.eval()
-                xb = adversary.perturb(model, xb, yb, generator)
+                xb = recipe.adversary_at(adversary, epoch, step, len(batches)).perturb(model, xb, yb, generator)
             model.train()
             optimiser.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(xb), yb)

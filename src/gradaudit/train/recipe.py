@@ -11,7 +11,7 @@ keeps both paths identical.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 
@@ -30,6 +30,10 @@ class Recipe:
     schedule: None (constant), "step" (lr x gamma every ``every`` epochs, never below
         ``floor`` x lr) or "cosine" (from lr to 0 over ``epochs``).
     epochs, batch_size: passes over the data and examples per step.
+    adversary_warmup: epochs over which an adversary's eps grows linearly from 0 to its value,
+        step by step (0: full eps from the first step). Keeps PGD training from collapsing to a
+        constant prediction early on, which plain PGD training of the quick preset's CNN did
+        for one seed in six.
     """
 
     optimizer: str = "adam"
@@ -42,12 +46,13 @@ class Recipe:
     floor: float = 0.0
     epochs: int = 3
     batch_size: int = 64
+    adversary_warmup: float = 0.0
 
     def __post_init__(self):
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be None, 'step' or 'cosine'; got {self.schedule!r}")
-        for name in ("lr", "momentum", "weight_decay", "gamma", "floor"):
+        for name in ("lr", "momentum", "weight_decay", "gamma", "floor", "adversary_warmup"):
             check_nonnegative(name, getattr(self, name))
         for name in ("every", "epochs", "batch_size"):
             check_positive_int(name, getattr(self, name))
@@ -83,6 +88,13 @@ class Recipe:
         for group in optimizer.param_groups:
             group["lr"] = self.lr_at(epoch)
 
+    def adversary_at(self, adversary, epoch: int, step: int, steps: int):
+        """``adversary`` with its eps scaled for step ``step`` of ``steps`` in epoch ``epoch`` (warm-up)."""
+        if adversary is None or not self.adversary_warmup:
+            return adversary
+        progress = (epoch + step / steps) / self.adversary_warmup
+        return adversary if progress >= 1 else replace(adversary, eps=adversary.eps * progress)
+
     def describe(self) -> str:
         """One line for logs and reports."""
         parts = [f"{self.optimizer} lr {self.lr:g}"]
@@ -91,8 +103,11 @@ class Recipe:
         if self.weight_decay:
             parts.append(f"weight decay {self.weight_decay:g}")
         if self.schedule == "step":
-            parts.append(f"x{self.gamma:g} every {self.every} epochs" + (f" (floor {self.floor:g})" if self.floor else ""))
+            floor = f" (floor {self.floor:g})" if self.floor else ""
+            parts.append(f"x{self.gamma:g} every {self.every} epochs{floor}")
         elif self.schedule == "cosine":
             parts.append("cosine schedule")
         parts.append(f"{self.epochs} epochs, batch {self.batch_size}")
+        if self.adversary_warmup:
+            parts.append(f"adversary eps ramped over {self.adversary_warmup:g} epochs")
         return ", ".join(parts)
