@@ -60,8 +60,8 @@ def test_gradcam_equals_cam_after_global_average_pooling():
 
 def _layer_pair(seed=3, channels=3, size=5):
     torch.manual_seed(seed)
-    return torch.randn(2, channels, size, size, dtype=torch.float64), torch.randn(2, channels, size, size,
-                                                                                  dtype=torch.float64)
+    shape = (2, channels, size, size)
+    return torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
 
 
 def _materialised(a, g, virtual):

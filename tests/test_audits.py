@@ -110,8 +110,8 @@ def test_class_sensitivity_on_a_linear_model():
     rows = {r["method"]: r for r in result.rows}
     logits = model(dataset.x)
     w = model[1].weight.detach().abs()                      # the Saliency map of class c is |w_c|
-    expected = [stats.spearmanr(w[hi], w[lo]).statistic for hi, lo in zip(logits.argmax(1), logits.argmin(1),
-                                                                          strict=False)]
+    pairs = zip(logits.argmax(1), logits.argmin(1), strict=True)
+    expected = [stats.spearmanr(w[hi], w[lo]).statistic for hi, lo in pairs]
     assert rows["saliency"]["correlation"] == pytest.approx(sum(expected) / len(expected))
     assert rows["saliency"]["correlation_low"] < rows["saliency"]["correlation"] < rows["saliency"]["correlation_high"]
     assert rows["random"]["correlation"] == pytest.approx(1.0)   # the same map whatever the class

@@ -84,8 +84,8 @@ def test_bfloat16_inputs_work_and_accumulate_in_float32():
 
 
 # layer1, not layer2: right before pooling + linear the gradient is the same for every input.
-@pytest.mark.parametrize("method", [ga.SmoothGrad(samples=4), ga.Random(), ga.SmoothGradCAMPlusPlus("layer1",
-                                                                                                    samples=3)],
+@pytest.mark.parametrize("method", [ga.SmoothGrad(samples=4), ga.Random(),
+                                    ga.SmoothGradCAMPlusPlus("layer1", samples=3)],
                          ids=lambda m: type(m).__name__)
 def test_same_seed_same_result_other_seed_other_result(method):
     model, x = double(resnet_like()), resnet_input()

@@ -58,3 +58,8 @@ def test_tiny_preset_verdicts_follow_their_stored_rows(tmp_path, seed):
     claim = found["signal_mass:Saliency:robust-vs-standard"]
     assert (claim.interval.low, claim.interval.high) == pytest.approx((welch.low, welch.high))
     assert {"signal_mass:Saliency:standard-top-vs-random", "diffroar:Saliency:robust-vs-standard"} <= set(found)
+    if seed == 0:                  # same command, seed, machine and threads: identical numbers
+        run(preset("tiny", seed=seed, methods=("saliency", "random")), tmp_path / "again")
+        again = Store(tmp_path / "again" / "results.sqlite")
+        for audit in set(results) - {"settings"}:
+            assert again.rows(audit) == results[audit], audit

@@ -23,6 +23,7 @@ from ..engine.noise import GaussianNoise, uniform
 from ..store import Store
 from .common import memo, named_methods
 from .results import AuditResult
+from .stats import mean_interval
 
 DEFAULT_NEIGHBOURHOODS = ("gaussian:0.01", "gaussian:0.3", "mask:0.5", "shap", "uniform", "occlusion")
 
@@ -35,8 +36,8 @@ class Neighbourhood:
 
     def __init__(self, name: str, seed: int = 0):
         kind, _, value = name.partition(":")
-        if kind not in ("gaussian", "mask", "shap", "uniform", "occlusion") or (kind in ("gaussian",
-                                                                                         "mask")) != bool(value):
+        needs_value = kind in ("gaussian", "mask")
+        if kind not in ("gaussian", "mask", "shap", "uniform", "occlusion") or needs_value != bool(value):
             raise ValueError(f"neighbourhood must be gaussian:SIGMA, mask:P, shap, uniform or occlusion; got {name!r}")
         self.name, self.kind, self.seed = name, kind, seed
         self.value = float(value) if value else None
@@ -114,8 +115,8 @@ def local_faithfulness(methods, model: nn.Module, data, *, neighbourhoods=DEFAUL
                         linear[e, k] = (slope[e] * step).flatten(1).sum(1)
                     residual = f - clean.double()[:, None] - linear
                     unexplained = residual.var(1) / f.var(1).clamp(min=1e-12)
-                    return {"unexplained": unexplained.mean().item(), "unexplained_std": unexplained.std().item(),
-                            "examples": len(x), "samples": samples}
+                    return {**mean_interval(unexplained).as_row("unexplained"),
+                            "unexplained_std": unexplained.std().item(), "examples": len(x), "samples": samples}
 
                 rows.append(memo(store, "local_faithfulness",
                                  {"model": model_name, "method": name, "neighbourhood": hood.name}, compute))

@@ -181,8 +181,8 @@ def _trained(names: list[str], build, train_set, recipe: dict, seeds: list[int],
     2.5x slower than sequential training for three small CNNs (0.8x with PGD); same batches either way.
     """
     recipe = train.Recipe.of(**recipe)
-    print(f"training {len(names)} {label} models ({recipe.describe()}{', PGD ' + str(adversary) if adversary else ''})",
-          flush=True)
+    attack = f", PGD {adversary.norm} eps {adversary.eps:g}, {adversary.steps} steps" if adversary else ""
+    print(f"training {len(names)} {label} models ({recipe.describe(adversary is not None)}{attack})", flush=True)
     trained = {}
     for name, seed in zip(names, seeds, strict=False):
         path = folder / f"{name.replace('/', '-')}.pt"
@@ -264,10 +264,13 @@ def _blockmnist(settings: Preset, out: Path, store: Store) -> None:
     saliency = {n: m for n, m in methods.items() if n == "Saliency"}
     sensitive = {n: m for n, m in methods.items() if n != "Random"}
     meta = {f"{n}+meta": MetaStep(m) for n, m in sensitive.items()}
-    for (layout, _), group in nets.items():
+    for number, ((layout, _), group) in enumerate(nets.items()):
         for index, (name, net) in enumerate(group.items()):
             print(f"auditing {name}", flush=True)
             common = {"model_name": name, "store": store}
+            # The control draws its own maps for every audited model, so its interval covers the mask draw too.
+            methods = {n: Random(seed=1_000_003 * settings.seed + 1000 * number + index) if n == "Random" else m
+                       for n, m in methods.items()}
             signal_mass(methods if layout == "random" else saliency, net, sets[layout][1], limit=limit, **common)
             if layout != "random":
                 continue

@@ -10,6 +10,7 @@ from torch import nn
 from ..store import Store
 from .common import importance, memo, named_methods, spearman
 from .results import AuditResult
+from .stats import mean_interval
 
 
 def _layers_top_down(model: nn.Module) -> list[str]:
@@ -42,7 +43,7 @@ def randomization(methods, model: nn.Module, data, *, limit: int | None = 100, s
                 for layer in layers[:depth]:
                     modules[layer].reset_parameters()
                 r = spearman(original, importance(method, randomized, x, y, desc=f"sanity {name}"))
-                return {"spearman": r.mean().item(), "spearman_std": r.std().item(), "images": len(x)}
+                return {**mean_interval(r).as_row("spearman"), "spearman_std": r.std().item(), "images": len(x)}
 
             settings = {"model": model_name, "method": name, "randomized": "+".join(layers[:depth]), "depth": depth}
             rows.append(memo(store, "randomization", settings, compute))

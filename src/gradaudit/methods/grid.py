@@ -174,8 +174,8 @@ class Combine(Method):
 
         def rows(r, e, k):
             p = backprop(model, x[e], target, e, layers=layers, wrt_input=False)
-            found = {name: spatial(name, a, g) for (name, _), a, g in zip(layers, p.activations, p.gradients,
-                                                                          strict=False)}
+            observed = zip(layers, p.activations, p.gradients, strict=True)
+            found = {name: spatial(name, a, g) for (name, _), a, g in observed}
             return tuple(m._map(*found[m._layer(model)[0]]) for m in shared)
 
         maps = dict(zip(shared, sample_sum(len(x), 1, chunk, rows, x.device), strict=False)) if shared else {}

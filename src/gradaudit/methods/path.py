@@ -72,8 +72,8 @@ class IntegratedGradients(Method):
     def _explain(self, model, x, target, chunk):
         target = fix_target(model, x, target, chunk)
         x0 = self._baseline(x)
-        alphas, weights = (torch.as_tensor(v, dtype=x.dtype, device=x.device) for v in quadrature(self.rule,
-                                                                                                  self.steps))
+        nodes = quadrature(self.rule, self.steps)
+        alphas, weights = (torch.as_tensor(v, dtype=x.dtype, device=x.device) for v in nodes)
         shape = (-1,) + (1,) * (x.ndim - 1)
 
         def rows(r, e, k):

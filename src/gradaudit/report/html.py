@@ -7,7 +7,7 @@ import io
 import json
 from pathlib import Path
 
-from ..audit.stats import mean_interval
+from ..audit.stats import Interval, mean_interval
 from ..store import Store
 from .plots import PLOTTERS
 from .reading import kind, reading
@@ -23,7 +23,8 @@ img { max-width: 100%; } .reading li { margin: 0.3em 0; } code { background: #f3
 </style></head><body>
 <h1>gradaudit report: {{ name }}</h1>
 <p>Every number in the tables is a mean with its 95% interval over the rows named in the last column
-(model seeds, retraining repeats); verdicts compare the audited models' seeds.</p>
+(model seeds, retraining repeats; a single row shows its own interval over images); verdicts compare the
+audited models' seeds.</p>
 <h2>Reading</h2><ul class="reading">{% for line in lines %}<li>{{ line }}</li>{% endfor %}</ul>
 {% for figure in heatmaps %}<h2>{{ figure.title }}</h2>
 <img alt="{{ figure.title }}" src="data:image/png;base64,{{ figure.data }}">{% endfor %}
@@ -72,9 +73,13 @@ def _png(figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _cell(values) -> str:
-    """Mean with its 95% interval over the group's rows (a share for True/False columns)."""
-    values = [float(v) for v in values if v is not None]
+def _cell(part, column: str) -> str:
+    """Mean with its 95% interval over the group's rows (a share for True/False columns); a single
+    row shows the interval it stores (over its images or examples), if any."""
+    if len(part) == 1 and f"{column}_low" in part:
+        row = part.iloc[0]
+        return Interval(row[column], row[f"{column}_low"], row[f"{column}_high"], int(row[f"{column}_n"])).text()
+    values = [float(v) for v in part[column].tolist() if v is not None]
     if not values:
         return ""
     interval = mean_interval(values)
@@ -90,7 +95,7 @@ def _section(audit: str, rows: list[dict]) -> dict:
     values = [v for v in values if v in table.columns]
     groups = table.groupby(keys, sort=False)
     cells = [[str(k) for k in (key if isinstance(key, tuple) else (key,))]
-             + [_cell(part[v].tolist()) for v in values] + [str(len(part))] for key, part in groups]
+             + [_cell(part, v) for v in values] + [str(len(part))] for key, part in groups]
     image = _png(PLOTTERS[audit](table.assign(model=table["kind"]))) if audit in PLOTTERS else None
     return {"title": TITLES[audit], "image": image, "columns": keys + values + ["rows"], "rows": cells}
 

@@ -20,8 +20,8 @@ def plot_diffroar(table, ax=None):
     models = list(dict.fromkeys(table["model"]))
     fig, axes = _axes(ax, len(models))
     for axis, model in zip(axes, models, strict=False):
-        part = table[table["model"] == model].groupby(["method", "fraction"])["diffroar"].agg(["mean",
-                                                                                               "std"]).reset_index()
+        part = table[table["model"] == model].groupby(["method", "fraction"])["diffroar"]
+        part = part.agg(["mean", "std"]).reset_index()
         for method, rows in part.groupby("method", sort=False):
             axis.errorbar(rows["fraction"], rows["mean"], yerr=rows["std"].fillna(0), marker="o", ms=3, capsize=2,
                           label=method)

@@ -90,8 +90,9 @@ def claims(results: dict[str, list[dict]]) -> list[Claim]:
         levels = unsaturated_levels(roar_rows, method)
         if not levels:
             out.append(Claim(f"diffroar:{method}:robust-vs-standard", "saturated", Interval(0, 0, 0, 0),
-                             f"DiffROAR of {method} at k <= {SMALL_K}: saturated at every level (most cells have top "
-                             "and bottom accuracy both at the ceiling or both at chance): it cannot rank anything here."))
+                             f"DiffROAR of {method} at k <= {SMALL_K}: saturated at every level (most cells have "
+                             "top and bottom accuracy both at the ceiling or both at chance): it cannot rank "
+                             "anything here."))
             continue
         roar = [r for r in roar_rows if r["fraction"] in levels]
         label = f"k = {', '.join(map(str, levels))}"

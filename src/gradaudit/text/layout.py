@@ -79,8 +79,8 @@ def build_layout(prompts: list[list[int]], branches: list[list[Branch]], pad_id:
     sequence_of = torch.arange(k)
     if k > 1 and all(f == fs[0] for fs in forced for f in fs):
         # Branches that differ only in the token scored share one forward (single-token contrasts).
-        source, mask, fixed_ids, sequence_of = source[:, :1], mask[:, :1], fixed_ids[:, :1], torch.zeros(k,
-                                                                                                         dtype=torch.long)
+        source, mask, fixed_ids = source[:, :1], mask[:, :1], fixed_ids[:, :1]
+        sequence_of = torch.zeros(k, dtype=torch.long)
     return Layout(torch.tensor([len(p) for p in prompts]), source, mask, fixed_ids, positions, scored_ids,
                   scored, signs, sequence_of, width)
 

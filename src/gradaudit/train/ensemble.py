@@ -43,8 +43,8 @@ def _masked(x: Tensor, keep: Tensor | None, fill, model_axis: Tensor, index: Ten
     xb = x[index]
     if keep is None:
         return xb
-    filler = fill[model_axis, index] if isinstance(fill, Tensor) and fill.ndim > 0 else torch.as_tensor(fill,
-                                                                                                        dtype=x.dtype)
+    per_model = isinstance(fill, Tensor) and fill.ndim > 0
+    filler = fill[model_axis, index] if per_model else torch.as_tensor(fill, dtype=x.dtype)
     return torch.where(keep[model_axis, index], xb, filler)
 
 

@@ -95,8 +95,8 @@ class Recipe:
         progress = (epoch + step / steps) / self.adversary_warmup
         return adversary if progress >= 1 else replace(adversary, eps=adversary.eps * progress)
 
-    def describe(self) -> str:
-        """One line for logs and reports."""
+    def describe(self, adversarial: bool = False) -> str:
+        """One line for logs and reports (``adversarial``: mention the adversary's warm-up)."""
         parts = [f"{self.optimizer} lr {self.lr:g}"]
         if self.optimizer == "sgd" and self.momentum:
             parts.append(f"momentum {self.momentum:g}")
@@ -108,6 +108,6 @@ class Recipe:
         elif self.schedule == "cosine":
             parts.append("cosine schedule")
         parts.append(f"{self.epochs} epochs, batch {self.batch_size}")
-        if self.adversary_warmup:
+        if adversarial and self.adversary_warmup:
             parts.append(f"adversary eps ramped over {self.adversary_warmup:g} epochs")
         return ", ".join(parts)
