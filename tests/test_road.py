@@ -92,3 +92,20 @@ def test_mask_leak_is_at_chance_for_random_masks_and_high_for_a_class_mask():
     accuracy = audit.mask_leak(lambda: models.mlp((1, 6, 6), 2, hidden=16), keep[:, :200], y[:200],
                                keep[:, 200:], y[200:], seeds=[0, 1], epochs=30, lr=1e-2)
     assert abs(accuracy[0].item() - 0.5) < 0.15 and accuracy[1].item() > 0.95
+
+
+def test_diffroar_with_road_fill_trains_on_imputed_images():
+    from gradaudit import data
+
+    train, test = data.blockmnist("train", copies=1), data.blockmnist("test", copies=1)
+    train.x, train.y, test.x, test.y = train.x[:200], train.y[:200], test.x[:100], test.y[:100]
+    result = audit.diffroar({"random": ga.Random()}, torch.nn.Identity(), train, test, fill="road", fractions=(0.5,),
+                            repeats=1, epochs=1, leak_check=True, progress=False,
+                            model_fn=lambda: models.mlp((1, 56, 28), 2, hidden=8))
+    row = result.rows[0]
+    assert row["fill"] == "road" and 0 <= row["bottom_accuracy"] <= 1 and 0 <= row["top_accuracy"] <= 1
+    assert row["tie_break"] == "random (seeded)" and row["tied_share"] < 0.01
+    assert set(result.extra["leak"][0]) >= {"top_mask_accuracy", "bottom_mask_accuracy"}
+    with pytest.raises(ValueError, match="fill must be 'mean', 'road' or a number"):
+        audit.diffroar({"random": ga.Random()}, torch.nn.Identity(), train, test, fill="blur",
+                       model_fn=lambda: models.mlp((1, 56, 28), 2, hidden=8))
