@@ -79,7 +79,8 @@ def plot_local_faithfulness(table, ax=None):
     models = list(dict.fromkeys(table["model"]))
     fig, axes = _axes(ax, len(models), width=6)
     for axis, model in zip(axes, models, strict=False):
-        part = table[table["model"] == model].pivot(index="method", columns="neighbourhood", values="unexplained")
+        part = table[table["model"] == model].pivot_table(index="method", columns="neighbourhood",
+                                                          values="unexplained", aggfunc="mean", sort=False)
         shown = part.clip(upper=1.0)
         axis.imshow(shown.values, cmap="viridis_r", vmin=0, vmax=1, aspect="auto")
         axis.set_xticks(range(len(part.columns)), part.columns, rotation=30, fontsize=7)
