@@ -62,11 +62,16 @@ def saturated(top: float, bottom: float, ceiling: float, chance: float, margin: 
     return (min(top, bottom) >= ceiling - margin) or (max(top, bottom) <= chance + margin)
 
 
-def _filled(x: Tensor, keep: Tensor, fill, seed: int) -> Tensor | float:
-    """What removed pixels become for masks ``keep`` [M, N, ...]: a number, or ROAD imputations [M, N, ...]."""
+def _filled(x: Tensor, masks, ks: list[float], split: int, fill, seed: int) -> Tensor | float:
+    """What removed pixels become for the masks of levels ``ks`` (top and bottom each, as ``masks``
+    orders them): a number, or ROAD imputations [2 * len(ks), N, ...], imputed once per distinct
+    level (repeats share their masks)."""
     if fill != "road":
         return fill
-    return torch.stack([noisy_linear_impute(x, ~k, seed=seed + m) for m, k in enumerate(keep)])
+    levels = sorted(set(ks))
+    imputed = torch.stack([noisy_linear_impute(x, ~k, seed=seed + m) for m, k in enumerate(masks(split, levels))])
+    rows = [2 * levels.index(k) + bottom for k in ks for bottom in (0, 1)]
+    return imputed[rows]
 
 
 def _fill_value(fill, train_x: Tensor):
@@ -137,6 +142,9 @@ def diffroar(methods, model: nn.Module, train, test, *, model_fn: Callable[[], n
                                        f"{variant} ({model_name})", progress)
                 if leak_todo:
                     leaks += _leak(model_fn, train, test, masks, leak_todo, recipe, seed, model_name, variant, store)
+            if leak_check and store is not None:
+                leaks += [store.get("diffroar_leak", {**leak_key, "fraction": k}) for k in fractions
+                          if k not in leak_todo]
             for k, r in cells:
                 def compute(k=k, r=r, ties=ties, results=results):
                     top_acc, bottom_acc = results[(k, r)]
@@ -166,7 +174,8 @@ def _retrain(model_fn, train, test, masks, todo, fractions, fill, recipe, seed, 
     seeds = [seed + 1000 * r + 10 * list(fractions).index(k) + top for k, r in todo for top in (0, 1)]
     if progress:
         print(f"  retraining {len(seeds)} models for {label} as one ensemble", flush=True)
-    filled = {split: _filled(d.x, keep[split], fill, seed) for split, d in (("train", train), ("test", test))}
+    filled = {name: _filled(d.x, masks, ks, split, fill, seed)
+              for split, (name, d) in enumerate((("train", train), ("test", test)))}
     trained = fit_ensemble(model_fn, train.x, train.y, keep["train"], filled["train"], seeds, recipe,
                            progress=progress)
     accuracy = ensemble_accuracy(trained, test.x, test.y, keep["test"], filled["test"])

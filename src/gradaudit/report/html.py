@@ -49,6 +49,7 @@ TITLES = {
     "randomization": "Sanity check: cascading model randomization",
     "local_faithfulness": "Local faithfulness: which method's linear model fits which neighbourhood",
 }
+SHARES = {"saturated"}  # True/False columns, shown as the share of rows
 # audit -> (group keys, value columns); "kind" is the model name without its seed.
 SUMMARY = {
     "models": (["kind"], ["clean", "adversarial"]),
@@ -82,6 +83,8 @@ def _cell(part, column: str) -> str:
     values = [float(v) for v in part[column].tolist() if v is not None]
     if not values:
         return ""
+    if column in SHARES:
+        return f"{sum(values) / len(values):.0%}"
     interval = mean_interval(values)
     return f"{interval.mean:.3f}" if interval.n < 2 or interval.low == interval.high else interval.text()
 
