@@ -61,14 +61,6 @@ def mean_interval(values, level: float = LEVEL) -> Interval:
     return Interval(mean, mean - half, mean + half, n, level)
 
 
-def summary_interval(mean: float, sd: float, n: int, level: float = LEVEL) -> Interval:
-    """The interval of a mean known only by its mean, standard deviation and count."""
-    if n < 2 or not math.isfinite(sd):
-        return Interval(mean, -math.inf, math.inf, n, level)
-    half = scipy_stats.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
-    return Interval(mean, mean - half, mean + half, n, level)
-
-
 def difference_interval(a, b, level: float = LEVEL) -> Interval:
     """mean(a) - mean(b) with Welch's interval; ``n`` is the smaller group's size."""
     a, b = _values(a), _values(b)
