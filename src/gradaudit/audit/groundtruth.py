@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..data.inputs import as_examples
 from ..engine.target import Contrast
 from ..methods import Saliency
 from ..store import Store
@@ -26,6 +27,10 @@ def signal_mass(methods, model: nn.Module, data, *, top: float = 0.1, limit: int
 
     A map that ignores the signal scores the block's area share (0.5 for BlockMNIST).
     """
+    data = as_examples(data)
+    if not hasattr(data, "signal_mask"):
+        raise TypeError("signal_mass needs data with a .signal_mask (ground truth [N, 1, H, W]), such as "
+                        "data.blockmnist(...); plain (x, y) data has none")
     x, y, mask = data.x[:limit], data.y[:limit], data.signal_mask[:limit, 0]
     rows = []
     for name, method in named_methods(methods).items():
@@ -64,6 +69,10 @@ def signal_coordinate(methods=None, model: nn.Module = None, data=None, *, limit
     the first of equal values, and a zero gradient puts coordinate 0 on top and on the bottom.
     """
     methods = {"Gradient": Saliency(abs=False)} if methods is None else methods
+    data = as_examples(data)
+    if not hasattr(data, "signal"):
+        raise TypeError("signal_coordinate needs data with a .signal (each example's signal coordinate), such as "
+                        "data.signal_coordinates(...)")
     x, y, signal = data.x[:limit], data.y[:limit], data.signal[:limit]
     rows = []
     for name, method in named_methods(methods).items():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..data.inputs import as_examples
 from ..engine import prepared
 from ..store import Store
 from .common import importance, keep_masks, memo, named_methods, rank_pixels
@@ -35,6 +36,7 @@ def road(methods, model: nn.Module, data, *, fractions=(0.1, 0.3, 0.5, 0.7, 0.9)
     Rows: one per (method, fraction) with ``morf_accuracy``, ``lerf_accuracy`` and ``gap`` (LeRF - MoRF,
     paired per image), each with its 95% interval over images.
     """
+    data = as_examples(data)
     x, y = data.x[:limit], data.y[:limit]
     rows = []
     for name, method in named_methods(methods).items():

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..data.inputs import as_examples
 from ..store import Store
 from ..train import Recipe, ensemble_accuracy, fit_ensemble
 from .common import importance, keep_masks, memo, named_methods, rank_pixels
@@ -106,6 +107,7 @@ def diffroar(methods, model: nn.Module, train, test, *, model_fn: Callable[[], n
     ``ceiling``, ``chance``, ``tied_share`` and ``tie_break``.
     """
     recipe = Recipe.of(recipe, **settings)
+    train, test = as_examples(train, "train"), as_examples(test, "test")
     fill = _fill_value(fill, train.x)
     classes = int(max(train.y.max(), test.y.max())) + 1
     chance = 1.0 / classes

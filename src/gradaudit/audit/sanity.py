@@ -7,6 +7,7 @@ import copy
 import torch
 from torch import nn
 
+from ..data.inputs import as_examples
 from ..store import Store
 from .common import importance, memo, named_methods, spearman
 from .results import AuditResult
@@ -27,6 +28,7 @@ def randomization(methods, model: nn.Module, data, *, limit: int | None = 100, s
     A method that explains the model should decorrelate as layers are randomized; one that stays
     near 1 is explaining the input, not the model. The user's model is never modified (copies).
     """
+    data = as_examples(data)
     x, y = data.x[:limit], data.y[:limit]
     layers = _layers_top_down(model)
     rows = []

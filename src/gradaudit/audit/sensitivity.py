@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..data.inputs import as_examples
 from ..engine import prepared
 from ..store import Store
 from .common import importance, memo, named_methods, spearman
@@ -27,7 +28,7 @@ def class_sensitivity(methods, model: nn.Module, data, *, limit: int | None = 20
 
     Maps are the method's own (``heatmap`` of the attribution, no further absolute value).
     """
-    x = data.x[:limit]
+    x = as_examples(data, labels=False).x[:limit]
     rows = []
     for name, method in named_methods(methods).items():
         def compute(method=method, name=name):

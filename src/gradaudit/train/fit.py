@@ -8,18 +8,9 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from ..data.inputs import as_examples
 from .pgd import PGD
 from .recipe import Recipe
-
-
-def tensors(dataset: Dataset) -> tuple[Tensor, Tensor]:
-    """(x [N, ...], y [N]) of a dataset of (x, y, ...) items (read directly when it keeps them)."""
-    if hasattr(dataset, "x") and hasattr(dataset, "y"):
-        return dataset.x, dataset.y
-    if hasattr(dataset, "tensors"):
-        return dataset.tensors[0], dataset.tensors[1]
-    items = [dataset[i] for i in range(len(dataset))]
-    return torch.stack([item[0] for item in items]), torch.as_tensor([int(item[1]) for item in items])
 
 
 def batch_order(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
@@ -42,7 +33,8 @@ def fit(model: nn.Module, dataset: Dataset, recipe: Recipe | None = None, *, see
     test: if given, clean (and adversarial) test accuracy is printed at the end.
     """
     recipe = Recipe.of(recipe, **settings)
-    x, y = tensors(dataset)
+    examples = as_examples(dataset, "dataset")
+    x, y = examples.x, examples.y
     generator = torch.Generator().manual_seed(seed)
     optimiser = recipe.optimizer_for(model.parameters())
     for epoch in range(recipe.epochs):
@@ -71,7 +63,8 @@ def fit(model: nn.Module, dataset: Dataset, recipe: Recipe | None = None, *, see
 def evaluate(model: nn.Module, dataset: Dataset, adversary: PGD | None = None, batch_size: int = 256,
              seed: int = 0) -> dict[str, float]:
     """Clean accuracy and, with an adversary, accuracy on its adversarial examples."""
-    x, y = tensors(dataset)
+    examples = as_examples(dataset, "dataset")
+    x, y = examples.x, examples.y
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     correct = {"clean": 0} | ({"adversarial": 0} if adversary is not None else {})
