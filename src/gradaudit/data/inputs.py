@@ -64,8 +64,9 @@ def as_examples(data, name: str = "data", labels: bool = True) -> Examples:
         if labels:
             raise TypeError(f"{name} must be {ACCEPTED}; got a bare tensor without labels")
         return Examples(data, None)
-    if isinstance(getattr(data, "x", None), Tensor) and isinstance(getattr(data, "y", None), Tensor):
-        return Examples(data.x, data.y, data)
+    has_y = isinstance(getattr(data, "y", None), Tensor)
+    if isinstance(getattr(data, "x", None), Tensor) and (has_y or not labels):
+        return Examples(data.x, data.y if has_y else None, data)
     if isinstance(data, TensorDataset):
         return Examples(data.tensors[0], data.tensors[1] if len(data.tensors) > 1 else None)
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data) \
