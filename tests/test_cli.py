@@ -81,6 +81,11 @@ def test_cli_errors_are_clear(tmp_path):
     result = subprocess.run([sys.executable, "-m", "gradaudit", "audit", "--preset", "tiny", "--fill", "grey"],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "--fill must be a number, mean or road; got 'grey'" in result.stderr
+    for setting in ("--seeds-per-model", "--repeats"):
+        result = subprocess.run([sys.executable, "-m", "gradaudit", "audit", "--preset", "tiny", setting, "0"],
+                                capture_output=True, text=True)
+        assert result.returncode == 2 and f"{setting[2:]} must be an integer >= 1, got 0" in result.stderr
+        assert result.stderr.count("\n") == 1
     result = subprocess.run([sys.executable, "-m", "gradaudit", "audit", "--preset", "tiny", "--methods", "magic"],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "unknown method 'magic'" in result.stderr

@@ -1,37 +1,28 @@
 """ROAD's noisy linear imputation against a sparse direct solve; MoRF/LeRF; the mask-leak check."""
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
-from scipy.sparse import lil_matrix
-from scipy.sparse.linalg import spsolve
 
 import gradaudit as ga
 from gradaudit import audit, models
-from gradaudit.audit.imputation import NEIGHBOURS, noisy_linear_impute
+from gradaudit.audit.imputation import noisy_linear_impute
 
 
-def direct_solve(image: np.ndarray, removed: np.ndarray) -> np.ndarray:
-    """The reference: one sparse system per image, each removed pixel = weighted mean of its neighbours."""
-    height, width = image.shape
-    where = np.argwhere(removed)
-    index = -np.ones(image.shape, dtype=int)
-    index[removed] = np.arange(len(where))
-    matrix, rhs = lil_matrix((len(where), len(where))), np.zeros(len(where))
-    for n, (i, j) in enumerate(where):
-        for di in (-1, 0, 1):
-            for dj in (-1, 0, 1):
-                weight, ii, jj = NEIGHBOURS[di + 1][dj + 1], i + di, j + dj
-                if weight == 0 or not (0 <= ii < height and 0 <= jj < width):
-                    continue
-                matrix[n, n] += weight
-                if removed[ii, jj]:
-                    matrix[n, index[ii, jj]] -= weight
-                else:
-                    rhs[n] += weight * image[ii, jj]
-    out = image.copy()
-    out[removed] = spsolve(matrix.tocsc(), rhs)
-    return out
+def _reference():
+    """The per-pixel sparse direct solve of ``benchmarks/bench_road.py`` (ROAD's own way): one
+    reference serves the benchmark and this test."""
+    path = Path(__file__).parents[1] / "benchmarks" / "bench_road.py"
+    spec = importlib.util.spec_from_file_location("bench_road", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.loop_solve
+
+
+direct_solve = _reference()
 
 
 def test_imputation_equals_a_sparse_direct_solve():

@@ -1,8 +1,8 @@
 """The main jobs: ``run(preset, out)`` is what ``gradaudit audit`` calls.
 
 BlockMNIST presets (quick, paper, tiny) train several seeds of a standard and a PGD-robust
-small CNN as vectorised ensembles (the spread over the audited models' own seeds is part of
-every robust-vs-standard interval), explain them, run the audits and write the report. The
+small CNN, one by one (the spread over the audited models' own seeds is part of every
+robust-vs-standard interval), explain them, run the audits and write the report. The
 ``synthetic`` preset reproduces the paper's synthetic test bed. Every finished result goes to
 ``OUT/results.sqlite`` at once and trained models to ``OUT/models/``, so re-running the same
 command after an interrupt skips finished work.
@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .. import data, models, train
+from ..engine.checks import check_positive_int
 from ..methods import (
     CLIME,
     LIME,
@@ -163,6 +164,9 @@ def preset(name: str, **overrides) -> Preset | SyntheticPreset:
     ignored = sorted(set(chosen) - known)
     if ignored:
         raise ValueError(f"preset {name!r} has no setting {ignored[0]!r}")
+    for setting in ("seeds_per_model", "repeats", "samples", "steps", "audit_images"):
+        if setting in chosen:
+            check_positive_int(setting.replace("_", "-"), chosen[setting])
     return replace(base, **chosen)
 
 
@@ -184,7 +188,7 @@ def _trained(names: list[str], build, train_set, recipe: dict, seeds: list[int],
     attack = f", PGD {adversary.norm} eps {adversary.eps:g}, {adversary.steps} steps" if adversary else ""
     print(f"training {len(names)} {label} models ({recipe.describe(adversary is not None)}{attack})", flush=True)
     trained = {}
-    for name, seed in zip(names, seeds, strict=False):
+    for name, seed in zip(names, seeds, strict=True):
         path = folder / f"{name.replace('/', '-')}.pt"
         torch.manual_seed(seed)
         model = build()

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..data.inputs import as_examples
 from ..engine import prepared
+from ..engine.backprop import predicted_classes
 from ..store import Store
 from .common import importance, keep_masks, memo, named_methods, rank_pixels
 from .imputation import noisy_linear_impute
@@ -20,12 +21,10 @@ from .results import AuditResult
 from .stats import mean_interval
 
 
-@torch.no_grad()
 def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """1.0 where ``model`` (in eval mode, restored afterwards) classifies x correctly, else 0.0; [N]."""
     with prepared(model):
-        return torch.cat([(model(x[i:i + batch]).argmax(1) == y[i:i + batch]).double()
-                          for i in range(0, len(y), batch)])
+        return (predicted_classes(model, x, batch) == y).double()
 
 
 def road(methods, model: nn.Module, data, *, fractions=(0.1, 0.3, 0.5, 0.7, 0.9), limit: int | None = 200,

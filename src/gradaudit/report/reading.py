@@ -143,7 +143,8 @@ def reading(results: dict[str, list[dict]], found: list[Claim] | None = None) ->
     roar = results.get("diffroar", [])
     if roar:
         share = sum(bool(r.get("saturated")) for r in roar) / len(roar)
-        lines.append(f"{share:.0%} of DiffROAR cells are saturated and left out of every verdict.")
+        lines.append(f"{share:.0%} of DiffROAR cells are saturated; a level k where most of a method's cells are "
+                     "saturated is left out of that method's verdicts, for every model alike.")
         tied = {r["method"]: r.get("tied_share") for r in roar if r.get("tied_share") is not None}
         heavy = {m: t for m, t in tied.items() if t > 0.1}
         if heavy:

@@ -72,7 +72,7 @@ def fit_ensemble(model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor, keep: 
         return F.cross_entropy(functional_call(skeleton, (p, b), (xb,)), yb)
 
     loss_all = vmap(loss_one)
-    stacked = _Stacked(skeleton, params, buffers, len(seeds))
+    stacked = _Stacked(skeleton, params, buffers, len(seeds)) if adversary is not None else None
     optimiser = recipe.optimizer_for(params.values())
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
     attack_noise = torch.Generator().manual_seed(seeds[0] if seeds else 0)
