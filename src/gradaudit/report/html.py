@@ -25,6 +25,8 @@ img { max-width: 100%; } .reading li { margin: 0.3em 0; } code { background: #f3
 <p>Every number in the tables is a mean with its 95% interval over the rows named in the last column
 (model seeds, retraining repeats; a single row shows its own interval over images); verdicts compare the
 audited models' seeds.</p>
+{% if inputs %}<h2>Data and models</h2><ul>{% for what, description in inputs %}<li>{{ what }}: {{ description }}</li>
+{% endfor %}</ul>{% endif %}
 <h2>Reading</h2><ul class="reading">{% for line in lines %}<li>{{ line }}</li>{% endfor %}</ul>
 {% for figure in heatmaps %}<h2>{{ figure.title }}</h2>
 <img alt="{{ figure.title }}" src="data:image/png;base64,{{ figure.data }}">{% endfor %}
@@ -120,6 +122,7 @@ def write_report(run: str | Path) -> Path:
                 for p in sorted((run / "figures").glob("*.png"))]
     page = Environment(autoescape=True).from_string(TEMPLATE).render(
         name=run.name, lines=reading(results),
+        inputs=[(r["what"], r["description"]) for r in results.get("inputs", [])],
         heatmaps=heatmaps, sections=[_section(a, results[a]) for a in SUMMARY if results.get(a)],
         settings=json.dumps(settings[-1] if settings else {}, indent=2),
     )

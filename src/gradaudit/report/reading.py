@@ -50,7 +50,31 @@ def _compare(key: str, label: str, a: dict, b: dict, names: tuple[str, str], uni
     sentence = (f"{label}: {names[0]} {mean_interval(list(a.values())).text()} vs {names[1]} "
                 f"{mean_interval(list(b.values())).text()}; difference {diff.text(signed=True)} over "
                 f"{len(a)} vs {len(b)} {unit}: {names[0]} is {word}.")
+    if min(len(a), len(b)) < 2 and unit == "model seeds":
+        sentence += (" With one model on a side, a difference between models cannot be told from seed-to-seed "
+                     "variation: audit several seeds of each (--models KIND/0=...,KIND/1=...).")
     return Claim(key, word, diff, sentence)
+
+
+def _single_model_vs_random(roar: list[dict], method: str, label: str) -> list[Claim | None]:
+    """For each model that is alone of its kind (the user's own models): ``method`` vs Random over
+    that model's DiffROAR cells (levels x retraining repeats), so the interval covers retraining only."""
+    models = list(dict.fromkeys(r["model"] for r in roar))
+    kinds = [kind(m) for m in models]
+    out = []
+    for model in models:
+        if kinds.count(kind(model)) != 1:
+            continue
+
+        def cells(name, model=model):
+            return {(r["fraction"], r["repeat"]): r["diffroar"] for r in roar
+                    if r["model"] == model and r["method"] == name}
+
+        out.append(_compare(f"diffroar:{method}:{model}:vs-random",
+                            f"DiffROAR of {method} vs the Random control on model {model} ({label})",
+                            cells(method), cells("Random"), (method, "Random"),
+                            "retraining cells (levels x repeats) of this one model"))
+    return out
 
 
 def unsaturated_levels(rows: list[dict], method: str) -> list[float]:
@@ -109,6 +133,7 @@ def claims(results: dict[str, list[dict]]) -> list[Claim]:
                                 {m: v for m, v in _per_model(roar, "diffroar", method="Random").items()
                                  if kind(m) in audited},
                                 (method, "Random"), "audited models"))
+            out += _single_model_vs_random(roar, method, label)
     sensitivity = results.get("class_sensitivity", [])
     for method in _methods(sensitivity):
         if method.endswith("+meta"):

@@ -1,0 +1,93 @@
+"""What an audit runs on when the user brings it: models named on the command line
+(``NAME=package.module:factory@weights.pt``) and a dataset, checked to fit each other before
+any work starts, each misfit a ValueError that names the model, the data and what was expected."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..engine.probe import resolve_layer
+
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)?$")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One ``--models`` entry: ``name`` (``KIND`` or ``KIND/SEED``), the factory spec and the weights file."""
+
+    name: str
+    factory: str
+    weights: str
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.factory}@{self.weights}"
+
+
+def parse_models(entries) -> tuple[ModelEntry, ...]:
+    """``"a=pkg.mod:f@a.pt,b=pkg.mod:f@b.pt"`` (or a sequence of such entries) as ModelEntry tuples."""
+    if isinstance(entries, str):
+        entries = [e for e in entries.split(",")]
+    parsed = []
+    for entry in entries:
+        entry = entry.strip()
+        name, equals, rest = entry.partition("=")
+        factory, at, weights = rest.partition("@")
+        module, colon, function = factory.partition(":")
+        if not (equals and at and colon and name and module and function and weights):
+            raise ValueError(f"--models entry {entry!r} must look like NAME=package.module:factory@weights.pt "
+                             "(several separated by commas)")
+        if not _NAME.match(name):
+            raise ValueError(f"--models entry {entry!r}: the name {name!r} may hold letters, digits, _ . - and one "
+                             "/ (KIND/SEED groups models as seeds of one kind)")
+        parsed.append(ModelEntry(name, factory, weights))
+    names = [p.name for p in parsed]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"--models names must differ; {repeated[0]!r} is given twice")
+    if not parsed:
+        raise ValueError("--models is empty; give NAME=package.module:factory@weights.pt")
+    return tuple(parsed)
+
+
+def check_classes(y_train: Tensor, y_test: Tensor, source: str) -> int:
+    """The number of classes (largest label + 1); at least two must occur in the training split."""
+    present = torch.unique(y_train)
+    if len(present) < 2:
+        raise ValueError(f"--data {source}: the training split holds a single class ({present.tolist()}); "
+                         "an audit needs at least two")
+    if len(y_test) == 0:
+        raise ValueError(f"--data {source}: the test split is empty")
+    return int(max(y_train.max(), y_test.max())) + 1
+
+
+@torch.no_grad()
+def check_classifier(model: nn.Module, name: str, x: Tensor, classes: int) -> None:
+    """``model`` maps a batch of ``x`` to logits [B, C] with C >= ``classes`` (every label has an output)."""
+    batch, modes = x[:2], [(m, m.training) for m in model.modules()]
+    try:
+        out = model.eval()(batch)
+    except Exception as err:          # whatever the user's forward raises, the data does not fit the model
+        raise ValueError(f"model {name!r} cannot take the data's images [B, {', '.join(map(str, x.shape[1:]))}]: "
+                         f"{type(err).__name__}: {err}") from err
+    finally:
+        for module, training in modes:
+            module.training = training
+    if not isinstance(out, Tensor) or out.ndim != 2 or len(out) != len(batch):
+        shape = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"model {name!r} returned {shape} for a batch of {len(batch)} images; a classifier must "
+                         f"return logits [{len(batch)}, classes]")
+    if out.shape[1] < classes:
+        raise ValueError(f"the data's labels go up to {classes - 1}, but model {name!r} outputs only {out.shape[1]} "
+                         "classes")
+
+
+def check_layer(model: nn.Module, name: str, layer: str) -> None:
+    """``layer`` names a module of ``model`` (needed by the CAM and NormGrad methods)."""
+    try:
+        resolve_layer(model, layer)
+    except ValueError as err:
+        raise ValueError(f"--layer: model {name!r}: {err}") from err
