@@ -75,6 +75,14 @@ def _filled(x: Tensor, masks, ks: list[float], split: int, fill, seed: int) -> T
     return imputed[rows]
 
 
+def _per_input(masks: Tensor, x: Tensor) -> Tensor:
+    """Pixel masks [K, N, P] as [K, *x.shape]: one value per input element, or for images x
+    [N, C, H, W] with P = H * W, the same mask on every channel (an expanded view, no copy)."""
+    if masks.shape[2] == x[0].numel():
+        return masks.view(-1, *x.shape)
+    return masks.view(len(masks), len(x), 1, *x.shape[2:]).expand(-1, *x.shape)
+
+
 def _fill_value(fill, train_x: Tensor):
     if fill == "mean":
         return train_x.mean().item()
@@ -135,9 +143,8 @@ def diffroar(methods, model: nn.Module, train, test, *, model_fn: Callable[[], n
                 ranks = [rank_pixels(m, seed) for m in scored]
 
                 def masks(split, ks, ranks=ranks):
-                    shape = (train if split == 0 else test).x.shape
-                    return torch.stack([keep_masks(ranks[split], k, top) for k in ks for top in (True, False)]
-                                       ).view(-1, *shape)
+                    return _per_input(torch.stack([keep_masks(ranks[split], k, top) for k in ks
+                                                   for top in (True, False)]), (train if split == 0 else test).x)
 
                 if todo:
                     results = _retrain(model_fn, train, test, masks, todo, fractions, fill, recipe, seed,
