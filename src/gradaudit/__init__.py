@@ -12,8 +12,11 @@ from .methods import (
     LIME,
     Combine,
     Deconvnet,
+    DeepLift,
+    DeepLiftShap,
     GradCAM,
     GradCAMPlusPlus,
+    GradientShap,
     GuidedBackprop,
     GuidedGradCAM,
     InputXGradient,
@@ -39,4 +42,5 @@ __all__ = [
     "GuidedBackprop", "Deconvnet", "IntegratedGradients", "SmoothGrad", "GradCAM",
     "GradCAMPlusPlus", "SmoothGradCAMPlusPlus", "GuidedGradCAM", "LayerSaliency", "NormGrad",
     "LinearApprox", "Combine", "Random", "Occlusion", "LIME", "CLIME", "KernelSHAP", "MetaStep",
+    "DeepLift", "DeepLiftShap", "GradientShap",
 ]

@@ -62,21 +62,24 @@ def backprop(model: nn.Module, x: Tensor, target: Target, rows: Tensor, *, layer
 
     ``rows`` [R] gives the example of each row (for the target); ``layers`` is a list of
     ``(name, module)`` to observe; ``rule`` a modified backward rule or None. Rows are
-    independent in eval mode, so the gradient of the sum is each row's own gradient.
+    independent in eval mode, so the gradient of the sum is each row's own gradient. With
+    ``rule="rescale"`` (DeepLIFT), ``x`` is [inputs; references] and only the inputs' half of
+    the scores is differentiated.
     """
     leaf = x.detach().requires_grad_(wrt_input)
     with Probe(layers) as probe, modified(rule) as mode, torch.enable_grad():
         # The clone lets a model modify its input in place without touching the leaf.
         output = _forward(model, leaf.clone() if wrt_input else leaf, rows)
-        if mode is not None and mode.caught == 0:
+        if mode is not None and mode.caught == 0 and rule != "rescale":
             warnings.warn(f"the {rule!r} backward rule caught no ReLU-like activation in this model's "
                           "forward (activations written as arithmetic, such as GPT-2's tanh GELU, cannot "
                           "be caught): the result is the plain gradient", stacklevel=4)
         scores = target.scores(output, rows)
         activations = probe.activations()
         wrt = ([leaf] if wrt_input else []) + activations
+        differentiated = scores[: len(scores) // 2] if rule == "rescale" else scores
         if scores.requires_grad:
-            grads = torch.autograd.grad(scores.sum(), wrt, allow_unused=True)
+            grads = torch.autograd.grad(differentiated.sum(), wrt, allow_unused=True)
         else:
             grads = [None] * len(wrt)
     grads = [torch.zeros_like(t) if g is None else g for t, g in zip(wrt, grads, strict=False)]

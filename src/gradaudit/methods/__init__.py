@@ -3,16 +3,17 @@
 from .base import LayerMethod, Method
 from .cam import GradCAM, GradCAMPlusPlus, GuidedGradCAM, SmoothGradCAMPlusPlus
 from .control import Random
+from .deeplift import DeepLift, DeepLiftShap
 from .gradient import Deconvnet, GuidedBackprop, InputXGradient, Saliency
 from .grid import Combine, LayerSaliency, LinearApprox, NormGrad
 from .meta import MetaStep
 from .noise import SmoothGrad
-from .path import IntegratedGradients
+from .path import GradientShap, IntegratedGradients
 from .perturb import CLIME, LIME, KernelSHAP, Occlusion
 
 __all__ = [
     "Method", "LayerMethod", "Saliency", "InputXGradient", "GuidedBackprop", "Deconvnet",
     "IntegratedGradients", "SmoothGrad", "GradCAM", "GradCAMPlusPlus", "SmoothGradCAMPlusPlus",
     "GuidedGradCAM", "LayerSaliency", "NormGrad", "LinearApprox", "Combine", "Random",
-    "Occlusion", "LIME", "CLIME", "KernelSHAP", "MetaStep",
+    "Occlusion", "LIME", "CLIME", "KernelSHAP", "MetaStep", "DeepLift", "DeepLiftShap", "GradientShap",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import KW_ONLY, dataclass
 from typing import ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from ..engine import as_target, auto_rows, backprop, prepared, resolve_layer, sample_sum
@@ -56,6 +57,18 @@ class Method:
 
     def _explain(self, model: nn.Module, x: Tensor, target: Target, chunk: int) -> Tensor:
         raise NotImplementedError
+
+
+def broadcast_baseline(baseline, x: Tensor) -> Tensor:
+    """A reference input shaped like ``x`` from a scalar, a tensor broadcastable to x ([B, ...] or
+    [...]) or a callable ``x -> baseline``."""
+    value = baseline(x) if callable(baseline) else baseline
+    value = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+    try:
+        return torch.broadcast_to(value, x.shape)
+    except RuntimeError:
+        raise ValueError(f"baseline has shape {list(value.shape)}, which does not broadcast to the inputs' shape "
+                         f"{list(x.shape)}") from None
 
 
 def fix_target(model: nn.Module, x: Tensor, target: Target, chunk: int) -> Target:

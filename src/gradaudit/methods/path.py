@@ -1,4 +1,5 @@
-"""Integrated Gradients (Sundararajan et al. 2017) with Captum's quadrature rules."""
+"""Path methods: Integrated Gradients (Sundararajan et al. 2017) with Captum's quadrature rules,
+and GradientSHAP (IG with random baselines and path points)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from torch import Tensor
 
 from ..engine import backprop, sample_sum
 from ..engine.backprop import predict
-from ..engine.checks import check_choice, check_positive_int
-from .base import Method, fix_target
+from ..engine.checks import check_choice, check_nonnegative, check_positive_int
+from ..engine.noise import GaussianNoise, noise_scale, noisy, uniform
+from .base import Method, broadcast_baseline, fix_target
 
 RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 
@@ -59,15 +61,7 @@ class IntegratedGradients(Method):
         return "contribution"
 
     def _baseline(self, x: Tensor) -> Tensor:
-        base = self.baseline(x) if callable(self.baseline) else self.baseline
-        base = torch.as_tensor(base, dtype=x.dtype, device=x.device)
-        try:
-            return torch.broadcast_to(base, x.shape)
-        except RuntimeError:
-            raise ValueError(
-                f"baseline has shape {list(base.shape)}, which does not broadcast to the inputs' "
-                f"shape {list(x.shape)}"
-            ) from None
+        return broadcast_baseline(self.baseline, x)
 
     def _explain(self, model, x, target, chunk):
         target = fix_target(model, x, target, chunk)
@@ -93,3 +87,55 @@ class IntegratedGradients(Method):
             return attr, attr.flatten(1).sum(1) - gap
 
         return self._run(model, inputs, target, batch_size, body)
+
+
+@dataclass(frozen=True)
+class GradientShap(Method):
+    """GradientSHAP / expected gradients (Lundberg & Lee 2017; Erion et al. 2021): the mean over
+    ``samples`` draws of (x~ - b) * ds/dx at b + alpha (x~ - b), with b drawn uniformly from the
+    rows of ``baselines`` [M, ...], alpha ~ U(0, 1) and x~ = x + N(0, sigma^2) (as Captum's
+    ``GradientShap``; ``sigma`` 0, the default, is no input noise). Its expectation is IG averaged
+    over the baselines; on a linear model every draw gives w * (x - b).
+
+    seed: the draws are a function of (seed, example, sample) only, so any ``batch_size`` and any
+        device give the same result.
+    """
+
+    baselines: Tensor = None
+    samples: int = 5
+    sigma: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.baselines, Tensor) or self.baselines.ndim < 1 or len(self.baselines) == 0:
+            raise TypeError("baselines must be a tensor [M, ...] of M >= 1 reference inputs")
+        check_positive_int("samples", self.samples)
+        check_nonnegative("sigma", self.sigma)
+
+    @property
+    def evaluations(self) -> int:
+        return self.samples
+
+    @property
+    def linear_model(self):
+        return "contribution"
+
+    def _explain(self, model, x, target, chunk):
+        if self.baselines.shape[1:] != x.shape[1:]:
+            raise ValueError(f"baselines has per-example shape {list(self.baselines.shape[1:])}; the inputs have "
+                             f"{list(x.shape[1:])}")
+        target = fix_target(model, x, target, chunk)
+        baselines = self.baselines.to(device=x.device, dtype=x.dtype)
+        scale = noise_scale(x, None, self.sigma)
+        draws = GaussianNoise(self.seed, len(x), x.shape[1:], x.dtype)
+        shape = (-1,) + (1,) * (x.ndim - 1)
+
+        def rows(r, e, k):
+            u = uniform(self.seed, 1, e * self.samples + k, (2,), torch.float64).to(x.device)
+            chosen = baselines[(u[:, 0] * len(baselines)).long().clamp(max=len(baselines) - 1)]
+            start = noisy(x, e, k, scale, draws) if self.sigma else x[e]
+            delta = start - chosen
+            point = chosen + u[:, 1].to(x.dtype).view(shape) * delta
+            return (delta * backprop(model, point, target, e).input_grad,)
+
+        return (sample_sum(len(x), self.samples, chunk, rows, x.device)[0] / self.samples).to(x.dtype)
