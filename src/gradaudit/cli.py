@@ -207,8 +207,8 @@ def parser() -> argparse.ArgumentParser:
                        help="quick (the demo, ~5 minutes on 2 CPU cores), synthetic (the paper's synthetic test bed, "
                             "~2 minutes), paper, tiny")
     audit.add_argument("--out", default="runs/quick", help="run folder (results.sqlite, models/, report.html)")
-    audit.add_argument("--methods", help="comma-separated: saliency,inputxgradient,smoothgrad,ig,deeplift,guidedbackprop,"
-                                         "deconvnet,gradcam,gradcampp,normgrad,linearapprox,random")
+    audit.add_argument("--methods", help="comma-separated: saliency,inputxgradient,smoothgrad,ig,deeplift,"
+                                         "guidedbackprop,deconvnet,gradcam,gradcampp,normgrad,linearapprox,random")
     audit.add_argument("--fractions", help="comma-separated DiffROAR levels k (fraction of pixels kept)")
     audit.add_argument("--repeats", type=int, help="retraining seeds per DiffROAR cell")
     audit.add_argument("--seeds-per-model", type=int, help="seeds of each audited model (standard, robust)")
@@ -247,8 +247,8 @@ def parser() -> argparse.ArgumentParser:
     _model_arguments(explain)
     explain.add_argument("--input", required=True, help="an image (PNG, JPEG...) or a tensor [C,H,W]/[B,C,H,W] (.pt)")
     explain.add_argument("--method", default="smoothgrad", help="one or more, comma-separated: saliency, "
-                         "inputxgradient, smoothgrad, ig, deeplift, guidedbackprop, deconvnet, gradcam, gradcampp, normgrad, "
-                         "linearapprox, random")
+                         "inputxgradient, smoothgrad, ig, deeplift, guidedbackprop, deconvnet, gradcam, gradcampp, "
+                         "normgrad, linearapprox, random")
     explain.add_argument("--layer", help="dotted name of the layer for gradcam, gradcampp, normgrad, linearapprox")
     explain.add_argument("--target", type=int, help="class to explain (default: the predicted class)")
     explain.add_argument("--steps", type=int, default=32, help="IG steps")
