@@ -3,14 +3,16 @@
     python benchmarks/bench_attribution.py            # full table (a few minutes on 2 CPU cores)
     python benchmarks/bench_attribution.py --quick    # fewer batch sizes and repeats
 
-For each model and multi-sample method it prints ms/image for: gradaudit with default settings,
+For each model and method (IG, SmoothGrad, SmoothGrad-CAM++, DeepLIFT, GradientSHAP with 8 reference
+inputs) it prints ms/image for: gradaudit with default settings,
 Captum with its defaults, Captum with its best hand-tuned internal batch, and the floor: the
 method's number of forward+backward passes at the best batch size (swept over 1..256 rows).
 Times: all cases of one model run in one subprocess, round-robin over the repeats (this machine's
 speed drifts by up to 1.5x between processes), fastest repeat each. Peak memory: each case alone
 in its own subprocess, the peak RSS during one call above the RSS before it (after a warm-up
 call; large allocations returned to the system at once), or the CUDA peak allocation. With a GPU
-the same script runs on CUDA.
+the same script runs on CUDA. Captum's DeepLift and GradientShap have no internal batch size to
+tune; DeepLIFT's floor is two passes per image (the input and its reference).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch
 from torch import nn
 
 SAMPLES = 50
+PASSES = {"deeplift": 2}            # forward+backward passes per image (default: SAMPLES)
 MODELS = {
     # name: (builder, per-example input shape, images per call, layer for CAM methods)
     "cnn": ("small_cnn", (1, 56, 28), 16, "conv2"),
@@ -84,11 +87,19 @@ def make_call(case: dict, model: nn.Module, x: torch.Tensor):
                   "smoothgrad": lambda: ga.SmoothGrad(ga.Saliency(abs=False), samples=SAMPLES, sigma=0.15),
                   "smoothgradcampp": lambda: ga.SmoothGradCAMPlusPlus(MODELS[case["model"]][3], samples=SAMPLES,
                                                                       sigma=0.15),
+                  "deeplift": lambda: ga.DeepLift(),
+                  "gradientshap": lambda: ga.GradientShap(baselines=_references(x), samples=SAMPLES),
                   }[kind]()
         return (lambda: method(model, x, target, batch_size=setting)), 1.0
     if impl == "captum":
-        from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
+        from captum.attr import DeepLift, GradientShap, IntegratedGradients, NoiseTunnel, Saliency
 
+        if kind == "deeplift":
+            explainer = DeepLift(model)
+            return (lambda: explainer.attribute(x, baselines=torch.zeros_like(x), target=target)), 1.0
+        if kind == "gradientshap":
+            explainer, references = GradientShap(model), _references(x)
+            return (lambda: explainer.attribute(x, baselines=references, n_samples=SAMPLES, target=target)), 1.0
         if kind == "ig":
             explainer = IntegratedGradients(model)
             return (lambda: explainer.attribute(x, target=target, n_steps=steps, internal_batch_size=setting)), 1.0
@@ -106,6 +117,11 @@ def make_call(case: dict, model: nn.Module, x: torch.Tensor):
         torch.autograd.grad(frozen(leaf)[:, 0].sum(), leaf)
 
     return call, len(x) * steps / setting
+
+
+def _references(x: torch.Tensor) -> torch.Tensor:
+    """Eight fixed reference inputs for GradientSHAP."""
+    return torch.rand(8, *x.shape[1:], generator=torch.Generator().manual_seed(1)).to(x.device)
 
 
 def _timed(call, device) -> float:
@@ -190,11 +206,14 @@ def main() -> None:
         images = MODELS[name][2]
         base = {"model": name, "device": device, "threads": args.threads,
                 "repeats": 3 if name == "resnet" or args.quick else 7}
-        methods = ["ig", "smoothgrad"] + (["smoothgradcampp"] if MODELS[name][3] else [])
+        methods = ["ig", "smoothgrad"] + (["smoothgradcampp"] if MODELS[name][3] else []) + (
+            ["deeplift", "gradientshap"] if name != "resnet" else [])      # Captum's DeepLift needs unshared ReLUs
         floors = [{**base, "method": "ig", "impl": "floor", "setting": s} for s in sizes]
         ours = [{**base, "method": m, "impl": "gradaudit"} for m in methods]
         captum = [{**base, "method": m, "impl": "captum", "setting": s} for m in ("ig", "smoothgrad")
                   for s in [None] + [s for s in sizes if s <= images * SAMPLES]]
+        captum += [{**base, "method": m, "impl": "captum", "setting": None} for m in methods
+                   if m in ("deeplift", "gradientshap")]
         cases = floors + ours + captum
         measured = _subprocess(["--cases", json.dumps(cases)]) or [float("nan")] * len(cases)
         times = dict(zip(map(json.dumps, cases), measured, strict=True))
@@ -212,8 +231,13 @@ def main() -> None:
                       f"{memory:7.0f} {'-':>9}", flush=True)
                 continue
             default = next(c for c in captum if c["method"] == method and c["setting"] is None)
-            tuned = min((c for c in captum if c["method"] == method and c["setting"] is not None), key=ms)
             their_memory = measure({**default, "repeats": 1})["peak_mb"]
+            if method in ("deeplift", "gradientshap"):
+                passes = floor * PASSES.get(method, SAMPLES) / SAMPLES
+                print(line + f"{ms(default):9.2f} {'-':>13} {passes:8.2f} {ms(case) / passes:7.2f}x "
+                      f"{ms(default) / ms(case):8.2f}x {'-':>8} {memory:7.0f} {their_memory:9.0f}", flush=True)
+                continue
+            tuned = min((c for c in captum if c["method"] == method and c["setting"] is not None), key=ms)
             print(line + f"{ms(default):9.2f} {ms(tuned):8.2f} (b{tuned['setting']:<3}) {floor:8.2f} "
                   f"{ms(case) / floor:7.2f}x {ms(default) / ms(case):8.2f}x {ms(tuned) / ms(case):7.2f}x "
                   f"{memory:7.0f} {their_memory:9.0f}", flush=True)

@@ -3,6 +3,7 @@
 from .faithfulness import Neighbourhood, local_faithfulness
 from .groundtruth import signal_coordinate, signal_mass
 from .imputation import noisy_linear_impute
+from .profiles import activation_profiles, class_profiles
 from .results import AuditResult
 from .road import road
 from .roar import blurred, diffroar, mask_leak
@@ -12,4 +13,4 @@ from .stats import Interval, difference_interval, mean_interval, verdict
 
 __all__ = ["signal_mass", "signal_coordinate", "diffroar", "mask_leak", "blurred", "road", "noisy_linear_impute",
            "class_sensitivity", "randomization", "AuditResult", "local_faithfulness", "Neighbourhood", "Interval",
-           "mean_interval", "difference_interval", "verdict"]
+           "mean_interval", "difference_interval", "verdict", "activation_profiles", "class_profiles"]

@@ -47,6 +47,7 @@ from ..store import Store
 from .common import memo, named_methods
 from .faithfulness import DEFAULT_NEIGHBOURHOODS, local_faithfulness
 from .groundtruth import signal_coordinate, signal_mass
+from .profiles import activation_profiles
 from .road import road
 from .roar import diffroar
 from .sanity import randomization
@@ -364,6 +365,10 @@ def _images(settings: Preset, out: Path, store: Store) -> None:
             class_sensitivity(sensitive, net, test_set, limit=limit, **common)
             class_sensitivity(meta, net, test_set, limit=settings.meta_images, **common)
             randomization(sensitive, net, test_set, limit=min(limit, 100), seed=settings.seed, **common)
+            if settings.layer in dict(net.named_modules()):
+                activation_profiles(net, test_set, settings.layer, limit=limit, **common)
+            else:
+                print(f"  activation profiles skipped: {name} has no layer {settings.layer!r} (give --layer)")
             if settings.faithfulness:
                 local_faithfulness(linear_methods(), net, test_set, neighbourhoods=DEFAULT_NEIGHBOURHOODS,
                                    samples=128, limit=8, seed=settings.seed, **common)

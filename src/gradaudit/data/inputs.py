@@ -70,8 +70,8 @@ def as_examples(data, name: str = "data", labels: bool = True) -> Examples:
     if isinstance(data, TensorDataset):
         return Examples(data.tensors[0], data.tensors[1] if len(data.tensors) > 1 else None)
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data) \
-            and data[0].ndim >= 1 and data[1].ndim == 1 and len(data[0]) == len(data[1]):
-        return Examples(data[0], data[1].long())
+            and data[0].ndim >= 1 and data[1].ndim in (1, 2) and len(data[0]) == len(data[1]):
+        return Examples(data[0], data[1].long())                # labels [N], or multi-hot [N, K] (multilabel)
     if isinstance(data, DataLoader):
         batches = list(data)
         if not batches:

@@ -50,6 +50,8 @@ TITLES = {
     "class_sensitivity": "Class sensitivity (Spearman r of top- vs bottom-class maps; +meta: after the meta step)",
     "randomization": "Sanity check: cascading model randomization",
     "local_faithfulness": "Local faithfulness: which method's linear model fits which neighbourhood",
+    "activation_profiles": "Neuron activation profiles: each channel's mean activation per class, normalised "
+                           "across classes; nearest class and the RMS distance between the two profiles",
 }
 SHARES = {"saturated"}  # True/False columns, shown as the share of rows
 # audit -> (group keys, value columns); "kind" is the model name without its seed.
@@ -64,6 +66,7 @@ SUMMARY = {
     "class_sensitivity": (["kind", "method"], ["correlation"]),
     "randomization": (["kind", "method", "randomized"], ["spearman"]),
     "local_faithfulness": (["kind", "neighbourhood", "method"], ["unexplained"]),
+    "activation_profiles": (["kind", "layer", "class"], ["examples", "nearest_distance"]),
 }
 
 

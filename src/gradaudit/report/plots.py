@@ -95,8 +95,27 @@ def plot_local_faithfulness(table, ax=None):
     return fig
 
 
+def plot_activation_profiles(table, ax=None):
+    """Normalised class profiles (classes x channels, channels ordered by their preferred class),
+    one panel per model (the first of each name)."""
+    import numpy as np
+
+    table = table[table["profile"].notna()].drop_duplicates(["model", "class"])
+    models = list(dict.fromkeys(table["model"]))
+    fig, axes = _axes(ax, len(models))
+    for axis, model in zip(axes, models, strict=False):
+        part = table[table["model"] == model].sort_values("class")
+        profiles = np.array(part["profile"].tolist())
+        order = np.lexsort((-profiles.max(0), profiles.argmax(0)))
+        image = axis.imshow(profiles[:, order], aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+        axis.set(title=f"activation profiles - {model}", xlabel="channel (by preferred class)", ylabel="class",
+                 yticks=range(len(part)), yticklabels=part["class"].tolist())
+    fig.colorbar(image, ax=axes, shrink=0.8, label="normalised mean activation")
+    return fig
+
+
 PLOTTERS = {
     "diffroar": plot_diffroar, "signal_mass": plot_signal_mass,
     "class_sensitivity": plot_class_sensitivity, "randomization": plot_randomization,
-    "local_faithfulness": plot_local_faithfulness,
+    "local_faithfulness": plot_local_faithfulness, "activation_profiles": plot_activation_profiles,
 }
