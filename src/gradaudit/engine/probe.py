@@ -13,7 +13,9 @@ from torch import Tensor, nn
 
 
 def resolve_layer(model: nn.Module, layer) -> tuple[str, nn.Module]:
-    """``(name, module)`` for a dotted module name or a module of ``model``."""
+    """``(name, module)`` for a dotted module name or a module of ``model`` (of the user's model
+    inside a wrapper that sets ``explained_model``, so names stay the user's)."""
+    model = getattr(model, "explained_model", model)
     if isinstance(layer, nn.Module):
         for name, module in model.named_modules():
             if module is layer:

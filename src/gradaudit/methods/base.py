@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ..engine import as_target, auto_rows, backprop, prepared, resolve_layer, sample_sum
 from ..engine.backprop import predicted_classes
 from ..engine.checks import check_batch_size, check_choice, check_inputs, check_model
+from ..engine.packing import current_layout, packed
 from ..engine.target import Target
 from ..maps import resize
 
@@ -38,22 +39,31 @@ class Method:
         None (not a linear model: absolute values, modified backprop, CAM maps)."""
         return None
 
-    def __call__(self, model: nn.Module, inputs: Tensor, target=None, *, batch_size: int | None = None) -> Tensor:
-        """Explain ``inputs`` [B, ...] for ``target`` (None: predicted class; int; LongTensor[B];
-        callable output -> Tensor[B]; ``ga.Contrast``). ``batch_size``: most model evaluations per
-        pass (None: automatic under ``ga.config.memory_budget``). Returns a tensor on the inputs'
-        device: input-shaped for input-space methods, [B, H, W] for layer methods."""
-        return self._run(model, inputs, target, batch_size, self._explain)
+    def __call__(self, model: nn.Module, inputs, target=None, *, forward_args=(), batch_size: int | None = None):
+        """Explain ``inputs`` for ``target`` (None: predicted class; int; LongTensor[B]; callable
+        output -> Tensor[B]; ``ga.Contrast``).
 
-    def _run(self, model, inputs, target, batch_size, body):
-        """Validate, prepare the model, and call ``body(model, x, target, chunk)``."""
+        inputs: a tensor [B, ...], or a tuple of tensors [B, ...] for a model of several inputs
+            (``model(x1, x2, ...)``); the result has the same structure.
+        forward_args: extra arguments passed to the model after the inputs, not attributed (a
+            tensor whose first axis is the batch follows the rows of each pass).
+        batch_size: most model evaluations per pass (None: automatic under ``ga.config.memory_budget``).
+        Returns tensors on the inputs' device: input-shaped for input-space methods, [B, H, W] for
+        layer methods (at the layer's resolution when the inputs are a tuple)."""
+        return self._run(model, inputs, target, batch_size, self._explain, forward_args)
+
+    def _run(self, model, inputs, target, batch_size, body, forward_args=()):
+        """Validate, prepare the model, and call ``body(model, x, target, chunk)``; several inputs
+        are packed into one tensor for the body and the result unpacked (see ``engine.packing``)."""
         check_model(model)
-        x = check_inputs(inputs, self.needs_gradients)
         check_batch_size(batch_size)
-        resolved = as_target(target, len(x))
-        with prepared(model):
-            chunk = batch_size or (auto_rows(model, x) if self.needs_gradients else len(x))
-            return body(model, x, resolved, chunk)
+        with packed(model, inputs, forward_args) as (model, x, unpack):
+            x = check_inputs(x, self.needs_gradients)
+            resolved = as_target(target, len(x))
+            with prepared(model):
+                chunk = batch_size or (auto_rows(model, x) if self.needs_gradients else len(x))
+                result = body(model, x, resolved, chunk)
+            return (unpack(result[0]), *result[1:]) if isinstance(result, tuple) else unpack(result)
 
     def _explain(self, model: nn.Module, x: Tensor, target: Target, chunk: int) -> Tensor:
         raise NotImplementedError
@@ -63,6 +73,18 @@ def broadcast_baseline(baseline, x: Tensor) -> Tensor:
     """A reference input shaped like ``x`` from a scalar, a tensor broadcastable to x ([B, ...] or
     [...]) or a callable ``x -> baseline``."""
     value = baseline(x) if callable(baseline) else baseline
+    layout = current_layout()
+    if layout is not None and isinstance(value, (tuple, list)):            # one baseline per input
+        if len(value) != len(layout.shapes):
+            raise ValueError(f"baseline must be a tuple of {len(layout.shapes)} baselines, one per input; got "
+                             f"{len(value)}")
+        try:
+            value = layout.pack([torch.broadcast_to(torch.as_tensor(v, dtype=x.dtype, device=x.device),
+                                                    (len(x), *shape)) for v, shape in zip(value, layout.shapes,
+                                                                                          strict=True)], "baseline")
+        except RuntimeError:
+            raise ValueError(f"each baseline must broadcast to its input's shape {[list(s) for s in layout.shapes]}"
+                             ) from None
     value = torch.as_tensor(value, dtype=x.dtype, device=x.device)
     try:
         return torch.broadcast_to(value, x.shape)
@@ -103,7 +125,8 @@ class LayerMethod(Method):
         return resolve_layer(model, self.layer)
 
     def _finish(self, maps: Tensor, x: Tensor) -> Tensor:
-        return resize(maps, x.shape[2:], self.interpolation) if self.upsample else maps
+        packed_inputs = current_layout() is not None                # tuple inputs: no one input size to match
+        return resize(maps, x.shape[2:], self.interpolation) if self.upsample and not packed_inputs else maps
 
     def _explain(self, model, x, target, chunk):
         layer = self._layer(model)

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ..engine import backprop, sample_sum
 from ..engine.backprop import predict
+from ..engine.packing import references
 from .base import Method, broadcast_baseline, fix_target
 
 
@@ -64,7 +65,7 @@ class DeepLift(_Rescale):
     def _reference(self, x, examples, samples):
         return broadcast_baseline(self.baseline, x)[examples]
 
-    def with_delta(self, model, inputs, target=None, *, batch_size=None) -> tuple[Tensor, Tensor]:
+    def with_delta(self, model, inputs, target=None, *, forward_args=(), batch_size=None) -> tuple:
         """Attributions and the summation-to-delta gap [B]: sum(attr) - (s(x) - s(x'))."""
 
         def body(model, x, target, chunk):
@@ -74,7 +75,7 @@ class DeepLift(_Rescale):
                                                              chunk)
             return attr, attr.flatten(1).sum(1) - gap
 
-        return self._run(model, inputs, target, batch_size, body)
+        return self._run(model, inputs, target, batch_size, body, forward_args)
 
 
 @dataclass(frozen=True)
@@ -85,14 +86,12 @@ class DeepLiftShap(_Rescale):
     baselines: Tensor = None
 
     def __post_init__(self):
-        if not isinstance(self.baselines, Tensor) or self.baselines.ndim < 1 or len(self.baselines) == 0:
-            raise TypeError("baselines must be a tensor [M, ...] of M >= 1 reference inputs")
+        if not isinstance(self.baselines, (Tensor, tuple, list)) or len(self.baselines) == 0:
+            raise TypeError("baselines must be a tensor [M, ...] of M >= 1 reference inputs (a tuple of them, one "
+                            "per input, for tuple inputs)")
 
     def _count(self) -> int:
-        return len(self.baselines)
+        return len(self.baselines[0] if isinstance(self.baselines, (tuple, list)) else self.baselines)
 
     def _reference(self, x, examples, samples):
-        if self.baselines.shape[1:] != x.shape[1:]:
-            raise ValueError(f"baselines has per-example shape {list(self.baselines.shape[1:])}; the inputs have "
-                             f"{list(x.shape[1:])}")
-        return self.baselines.to(device=x.device, dtype=x.dtype)[samples]
+        return references(self.baselines, x, "baselines")[samples]

@@ -14,6 +14,7 @@ from ..engine import backprop, sample_sum
 from ..engine.backprop import predict
 from ..engine.checks import check_choice, check_nonnegative, check_positive_int
 from ..engine.noise import GaussianNoise, noise_scale, noisy, uniform
+from ..engine.packing import references
 from .base import Method, broadcast_baseline, fix_target
 
 RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
@@ -77,7 +78,7 @@ class IntegratedGradients(Method):
 
         return ((x - x0) * sample_sum(len(x), self.steps, chunk, rows, x.device)[0]).to(x.dtype)
 
-    def with_delta(self, model, inputs, target=None, *, batch_size=None) -> tuple[Tensor, Tensor]:
+    def with_delta(self, model, inputs, target=None, *, forward_args=(), batch_size=None) -> tuple:
         """Attributions and the completeness gap [B]: sum(attr) - (s(x) - s(x'))."""
 
         def body(model, x, target, chunk):
@@ -86,7 +87,7 @@ class IntegratedGradients(Method):
             gap = predict(model, x, target, chunk) - predict(model, self._baseline(x), target, chunk)
             return attr, attr.flatten(1).sum(1) - gap
 
-        return self._run(model, inputs, target, batch_size, body)
+        return self._run(model, inputs, target, batch_size, body, forward_args)
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,9 @@ class GradientShap(Method):
     seed: int = 0
 
     def __post_init__(self):
-        if not isinstance(self.baselines, Tensor) or self.baselines.ndim < 1 or len(self.baselines) == 0:
-            raise TypeError("baselines must be a tensor [M, ...] of M >= 1 reference inputs")
+        if not isinstance(self.baselines, (Tensor, tuple, list)) or len(self.baselines) == 0:
+            raise TypeError("baselines must be a tensor [M, ...] of M >= 1 reference inputs (a tuple of them, one "
+                            "per input, for tuple inputs)")
         check_positive_int("samples", self.samples)
         check_nonnegative("sigma", self.sigma)
 
@@ -121,11 +123,8 @@ class GradientShap(Method):
         return "contribution"
 
     def _explain(self, model, x, target, chunk):
-        if self.baselines.shape[1:] != x.shape[1:]:
-            raise ValueError(f"baselines has per-example shape {list(self.baselines.shape[1:])}; the inputs have "
-                             f"{list(x.shape[1:])}")
+        baselines = references(self.baselines, x, "baselines")
         target = fix_target(model, x, target, chunk)
-        baselines = self.baselines.to(device=x.device, dtype=x.dtype)
         scale = noise_scale(x, None, self.sigma)
         draws = GaussianNoise(self.seed, len(x), x.shape[1:], x.dtype)
         shape = (-1,) + (1,) * (x.ndim - 1)
