@@ -90,7 +90,7 @@ def test_forward_args_with_a_single_input_follow_the_rows():
 
     x = torch.randn(6, 4, dtype=torch.float64)
     mask = (torch.arange(24).view(6, 4) % 3 != 0).double()
-    ours = ga.IntegratedGradients(steps=4)(Masked(), x, 1, forward_args=(mask,), batch_size=5)
+    ours = ga.IntegratedGradients(steps=4)(Masked().eval(), x, 1, forward_args=(mask,), batch_size=5)
     assert_close_rel(ours, x * mask * model.weight[1].detach(), 1e-10)          # IG of a linear map
 
 
