@@ -17,6 +17,7 @@ from torch import Tensor
 from ..engine import sample_scores
 from ..engine.checks import check_nonnegative, check_positive_int
 from ..engine.noise import GaussianNoise, uniform
+from ..engine.packing import current_layout
 from .base import Method, fix_target
 
 
@@ -103,6 +104,9 @@ class Occlusion(PerturbationMethod):
         return masks
 
     def _explain(self, model, x, target, chunk):
+        if current_layout() is not None:
+            raise ValueError("Occlusion slides windows over one image input [B, C, H, W]; for tuple inputs use "
+                             "LIME, KernelSHAP or CLIME, which perturb every input feature")
         if x.ndim != 4:
             raise ValueError(f"Occlusion needs image inputs [B, C, H, W]; got {list(x.shape)}")
         target = fix_target(model, x, target, chunk)
