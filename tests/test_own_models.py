@@ -172,6 +172,12 @@ def test_every_misfit_is_one_clear_error_line(tmp_path, capsys):
 
     np.savez(one_class, x=np.zeros((10, 4, 4), np.uint8), y=np.zeros(10, np.int64))
     assert "holds a single class ([0])" in _error(capsys, "--data", f"npz:{one_class}", "--out", str(tmp_path / "o"))
+    earlier = Store(tmp_path / "earlier" / "results.sqlite")
+    earlier.put("inputs", {"what": "model a"}, {"description": "older weights", "sha256": "0123456789ab"})
+    earlier.close()
+    err = _error(capsys, "--data", f"idx:{tmp_path / 'idx'}", "--models", f"a=usernets:grey_cnn@{good}",
+                 "--out", str(tmp_path / "earlier"))
+    assert "already holds results for model 'a' from other weights" in err
     assert "--recipe must be KEY=VALUE" in _error(capsys, "--recipe", "sgd")
     assert "unknown training setting 'speed'" in _error(capsys, "--recipe", "speed=3")
     assert "--size must be H,W" in _error(capsys, "--size", "32")

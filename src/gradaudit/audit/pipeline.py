@@ -12,6 +12,7 @@ command after an interrupt skips finished work.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -268,13 +269,22 @@ def _datasets(settings: Preset) -> dict:
             for layout in layouts}
 
 
-def _user_models(settings: Preset, store: Store) -> dict[str, torch.nn.Module]:
-    """The ``--models`` entries, loaded (weights_only unless ``trust_pickle``), and described in the store."""
-    loaded = {}
+def _user_models(settings: Preset, store: Store) -> tuple[dict[str, torch.nn.Module], dict[str, dict]]:
+    """The ``--models`` entries, loaded (weights_only unless ``trust_pickle``), and their "inputs" rows
+    (stored once every check has passed). Stored results are keyed by model name, so a run folder
+    that holds results for a model of the same name but other weights is refused, not reused."""
+    loaded, described = {}, {}
     for entry in parse_models(settings.models):
         loaded[entry.name] = load_model(entry.factory, entry.weights, settings.trust_pickle, "--models")
-        store.put("inputs", {"what": f"model {entry.name}"}, {"description": f"{entry.factory} with {entry.weights}"})
-    return loaded
+        digest = hashlib.sha256(Path(entry.weights).read_bytes()).hexdigest()[:12]
+        key, row = {"what": f"model {entry.name}"}, {"description": f"{entry.factory} with {entry.weights}",
+                                                     "sha256": digest}
+        stored = store.get("inputs", key)
+        if stored is not None and stored.get("sha256") != digest:
+            raise ValueError(f"{store.path.parent} already holds results for model {entry.name!r} from other weights "
+                             f"(sha256 {stored.get('sha256')}, now {digest}); use a new --out or another name")
+        described[entry.name] = row
+    return loaded, described
 
 
 def _images(settings: Preset, out: Path, store: Store) -> None:
@@ -290,8 +300,9 @@ def _images(settings: Preset, out: Path, store: Store) -> None:
           f"{classes} classes", flush=True)
     attack = train.PGD(**settings.adversary)
     nets = {}
+    described = {}
     if settings.models:
-        nets[("random", "user")] = _user_models(settings, store)
+        nets[("random", "user")], described = _user_models(settings, store)
     else:
         print(f"training {settings.seeds_per_model} seeds per model", flush=True)
 
@@ -313,11 +324,14 @@ def _images(settings: Preset, out: Path, store: Store) -> None:
                                           + (f", PGD linf eps {attack.eps:g}" if kind == "robust" else "")})
     methods = named_methods([METHODS[m](settings) for m in settings.methods])
     layered = [m for m in settings.methods if m in LAYER_METHODS]
-    for (layout, _), group in nets.items():
+    for group in nets.values():
         for name, net in group.items():
             check_classifier(net, name, train_set.x, classes)
             if layered:
                 check_layer(net, name, settings.layer)
+    for name, row in described.items():
+        store.put("inputs", {"what": f"model {name}"}, row)
+    for (layout, _), group in nets.items():
         _evaluated(group, sets[layout][1], attack, store)
 
     def retrain_model():
