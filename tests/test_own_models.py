@@ -224,3 +224,14 @@ def test_diffroar_masks_every_channel_of_a_pixel_alike():
     assert all(torch.equal(rgb[:, :, c].flatten(2), masks) for c in range(3))
     assert torch.equal(_per_input(masks, torch.zeros(5, 1, 6, 7)).flatten(2), masks)
     assert _per_input(torch.rand(2, 5, 10) > 0.5, torch.zeros(5, 10)).shape == (2, 5, 10)    # feature vectors
+
+
+def test_recommend_reads_a_dataset_spec(tmp_path, capsys):
+    from usernets import grey_cnn
+
+    idx_folder(tmp_path / "idx", train=30, test=9)
+    torch.save(grey_cnn().state_dict(), tmp_path / "w.pt")
+    code = cli.main(["recommend", "--model", "usernets:grey_cnn", "--weights", str(tmp_path / "w.pt"), "--data",
+                     f"idx:{tmp_path / 'idx'}", "--examples", "2", "--samples", "16"])
+    out = capsys.readouterr().out
+    assert code == 0 and "<- recommended" in out and "IntegratedGradients" in out
