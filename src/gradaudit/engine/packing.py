@@ -122,15 +122,23 @@ def packed(model: nn.Module, inputs, forward_args=()):
         _LAYOUT.reset(token)
 
 
+def check_reference_set(name: str, value) -> None:
+    """``value`` is a set of M >= 1 reference inputs: a tensor [M, ...] or a tuple of them, one per input."""
+    if not isinstance(value, (Tensor, tuple, list)) or (isinstance(value, Tensor) and value.ndim == 0) \
+            or len(value) == 0:
+        raise TypeError(f"{name} must be a tensor [M, ...] of M >= 1 reference inputs (a tuple of them, one per "
+                        "input, for tuple inputs)")
+
+
 def references(value, x: Tensor, name: str) -> Tensor:
     """A set of reference inputs [M, ...] in ``x``'s layout: a tensor, or (for tuple inputs) a
     tuple of tensors [M, *shape_i], one per input."""
+    check_reference_set(name, value)
     layout = current_layout()
-    if layout is not None and isinstance(value, (tuple, list)):
+    if isinstance(value, (tuple, list)):
+        if layout is None:
+            raise TypeError(f"{name} is a tuple, but the inputs are one tensor: give one tensor [M, ...]")
         value = layout.pack(value, name)
-    if not isinstance(value, Tensor) or value.ndim < 1 or len(value) == 0:
-        raise TypeError(f"{name} must be a tensor [M, ...] of M >= 1 reference inputs (a tuple of them, one per "
-                        "input, for tuple inputs)")
     if value.shape[1:] != x.shape[1:]:
         raise ValueError(f"{name} has per-example shape {list(value.shape[1:])}; the inputs have {list(x.shape[1:])}")
     return value.to(device=x.device, dtype=x.dtype)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..engine import as_target, auto_rows, backprop, prepared, resolve_layer, sample_sum
-from ..engine.backprop import predicted_classes
+from ..engine.backprop import predict, predicted_classes
 from ..engine.checks import check_batch_size, check_choice, check_inputs, check_model
 from ..engine.packing import current_layout, packed
 from ..engine.target import Target
@@ -91,6 +91,22 @@ def broadcast_baseline(baseline, x: Tensor) -> Tensor:
     except RuntimeError:
         raise ValueError(f"baseline has shape {list(value.shape)}, which does not broadcast to the inputs' shape "
                          f"{list(x.shape)}") from None
+
+
+class BaselineGap:
+    """``with_delta`` for methods whose attributions should sum to s(x) - s(x'), with x' the
+    method's ``baseline`` field (IntegratedGradients' completeness, DeepLIFT's summation-to-delta)."""
+
+    def with_delta(self, model, inputs, target=None, *, forward_args=(), batch_size=None) -> tuple:
+        """Attributions and the gap [B]: sum(attr) - (s(x) - s(x'))."""
+
+        def body(model, x, target, chunk):
+            target = fix_target(model, x, target, chunk)
+            attr = self._explain(model, x, target, chunk)
+            gap = predict(model, x, target, chunk) - predict(model, broadcast_baseline(self.baseline, x), target, chunk)
+            return attr, attr.flatten(1).sum(1) - gap
+
+        return self._run(model, inputs, target, batch_size, body, forward_args)
 
 
 def fix_target(model: nn.Module, x: Tensor, target: Target, chunk: int) -> Target:

@@ -14,9 +14,8 @@ import torch
 from torch import Tensor
 
 from ..engine import backprop, sample_sum
-from ..engine.backprop import predict
-from ..engine.packing import references
-from .base import Method, broadcast_baseline, fix_target
+from ..engine.packing import check_reference_set, references
+from .base import BaselineGap, Method, broadcast_baseline, fix_target
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ class _Rescale(Method):
 
 
 @dataclass(frozen=True)
-class DeepLift(_Rescale):
+class DeepLift(BaselineGap, _Rescale):
     """DeepLIFT, Rescale rule: (x - x') times the multipliers of the rescale backward rule.
 
     baseline: x', as for ``IntegratedGradients``: a scalar, a tensor broadcastable to the inputs
@@ -65,18 +64,6 @@ class DeepLift(_Rescale):
     def _reference(self, x, examples, samples):
         return broadcast_baseline(self.baseline, x)[examples]
 
-    def with_delta(self, model, inputs, target=None, *, forward_args=(), batch_size=None) -> tuple:
-        """Attributions and the summation-to-delta gap [B]: sum(attr) - (s(x) - s(x'))."""
-
-        def body(model, x, target, chunk):
-            target = fix_target(model, x, target, chunk)
-            attr = self._explain(model, x, target, chunk)
-            gap = predict(model, x, target, chunk) - predict(model, broadcast_baseline(self.baseline, x), target,
-                                                             chunk)
-            return attr, attr.flatten(1).sum(1) - gap
-
-        return self._run(model, inputs, target, batch_size, body, forward_args)
-
 
 @dataclass(frozen=True)
 class DeepLiftShap(_Rescale):
@@ -86,9 +73,7 @@ class DeepLiftShap(_Rescale):
     baselines: Tensor = None
 
     def __post_init__(self):
-        if not isinstance(self.baselines, (Tensor, tuple, list)) or len(self.baselines) == 0:
-            raise TypeError("baselines must be a tensor [M, ...] of M >= 1 reference inputs (a tuple of them, one "
-                            "per input, for tuple inputs)")
+        check_reference_set("baselines", self.baselines)
 
     def _count(self) -> int:
         return len(self.baselines[0] if isinstance(self.baselines, (tuple, list)) else self.baselines)

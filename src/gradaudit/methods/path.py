@@ -11,11 +11,10 @@ import torch
 from torch import Tensor
 
 from ..engine import backprop, sample_sum
-from ..engine.backprop import predict
 from ..engine.checks import check_choice, check_nonnegative, check_positive_int
 from ..engine.noise import GaussianNoise, noise_scale, noisy, uniform
-from ..engine.packing import references
-from .base import Method, broadcast_baseline, fix_target
+from ..engine.packing import check_reference_set, references
+from .base import BaselineGap, Method, broadcast_baseline, fix_target
 
 RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 
@@ -34,7 +33,7 @@ def quadrature(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass(frozen=True)
-class IntegratedGradients(Method):
+class IntegratedGradients(BaselineGap, Method):
     """(x - x') * integral over alpha of ds/dx at x' + alpha (x - x'), by quadrature.
 
     steps: quadrature points (model evaluations per example).
@@ -78,17 +77,6 @@ class IntegratedGradients(Method):
 
         return ((x - x0) * sample_sum(len(x), self.steps, chunk, rows, x.device)[0]).to(x.dtype)
 
-    def with_delta(self, model, inputs, target=None, *, forward_args=(), batch_size=None) -> tuple:
-        """Attributions and the completeness gap [B]: sum(attr) - (s(x) - s(x'))."""
-
-        def body(model, x, target, chunk):
-            target = fix_target(model, x, target, chunk)
-            attr = self._explain(model, x, target, chunk)
-            gap = predict(model, x, target, chunk) - predict(model, self._baseline(x), target, chunk)
-            return attr, attr.flatten(1).sum(1) - gap
-
-        return self._run(model, inputs, target, batch_size, body, forward_args)
-
 
 @dataclass(frozen=True)
 class GradientShap(Method):
@@ -108,9 +96,7 @@ class GradientShap(Method):
     seed: int = 0
 
     def __post_init__(self):
-        if not isinstance(self.baselines, (Tensor, tuple, list)) or len(self.baselines) == 0:
-            raise TypeError("baselines must be a tensor [M, ...] of M >= 1 reference inputs (a tuple of them, one "
-                            "per input, for tuple inputs)")
+        check_reference_set("baselines", self.baselines)
         check_positive_int("samples", self.samples)
         check_nonnegative("sigma", self.sigma)
 
