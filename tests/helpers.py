@@ -35,3 +35,32 @@ def assert_unchanged(model, before):
         assert (a is None and b is None) or torch.equal(a, b)
     for key, value in before["state"].items():
         assert torch.equal(after["state"][key], value), key
+
+
+def diffroar_rows(path):
+    """(key, row) of every DiffROAR row in a run's store, in the order written ([] before it exists)."""
+    import sqlite3
+
+    if not path.exists():
+        return []
+    with sqlite3.connect(path) as db:
+        try:
+            return db.execute("SELECT key, row FROM results WHERE audit = 'diffroar' ORDER BY rowid").fetchall()
+        except sqlite3.OperationalError:
+            return []
+
+
+def kill_once_rows_appear(process, store, timeout=300):
+    """kill -9 ``process`` as soon as ``store`` holds a DiffROAR row (it must still be running then);
+    returns the rows stored by that moment."""
+    import os
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while not diffroar_rows(store) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    assert process.poll() is None, "the run finished before it could be interrupted:\n" + process.stdout.read()
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    return diffroar_rows(store)

@@ -1,13 +1,11 @@
 """The command line on the tiny preset, the report, and resume after kill -9."""
 
 import os
-import signal
-import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
+from helpers import diffroar_rows, kill_once_rows_appear
 
 from gradaudit.report import write_report
 from gradaudit.store import Store
@@ -20,36 +18,20 @@ def gradaudit(*args, **kwargs):
                             stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
-def rows(path):
-    if not path.exists():
-        return []
-    with sqlite3.connect(path) as db:
-        try:
-            return db.execute("SELECT audit, key, row FROM results WHERE audit = 'diffroar' ORDER BY rowid").fetchall()
-        except sqlite3.OperationalError:
-            return []
-
-
 def test_tiny_audit_writes_a_report_and_resumes_after_kill_9(tmp_path):
     out = tmp_path / "run"
     args = ["audit", "--preset", "tiny", "--out", str(out), "--fractions", "0.05,0.1,0.2,0.3", "--repeats", "2"]
     first = gradaudit(*args)
     store = out / "results.sqlite"
-    deadline = time.time() + 300
-    while not rows(store) and time.time() < deadline and first.poll() is None:
-        time.sleep(0.02)
-    assert first.poll() is None, "the run finished before it could be interrupted:\n" + first.stdout.read()
-    os.kill(first.pid, signal.SIGKILL)
-    first.wait()
-    before = rows(store)
+    before = kill_once_rows_appear(first, store)
     cells = 3 * 4 * 2 * 4                              # methods x fractions x repeats x (2 seeds x 2 regimes)
     assert 0 < len(before) < cells
     second = gradaudit(*args)
     output, _ = second.communicate(timeout=600)
     assert second.returncode == 0, output
-    after = rows(store)
+    after = diffroar_rows(store)
     assert after[:len(before)] == before              # nothing recomputed, nothing lost
-    assert len(after) == len({(a, k) for a, k, _ in after}) == cells   # complete, no duplicates
+    assert len(after) == len({k for k, _ in after}) == cells   # complete, no duplicates
     assert "Signal mass of Saliency" in output and "report:" in output
     page = (out / "report.html").read_text()
     assert "DiffROAR" in page and "data:image/png;base64," in page and "<script" not in page

@@ -2,16 +2,14 @@
 with factories from a user module, resume after kill -9, and one clear error line per misfit."""
 
 import os
-import signal
-import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from datafiles import cifar10_folder, idx_folder, npz_file
+from helpers import diffroar_rows, kill_once_rows_appear
 
 from gradaudit import cli, data, train
 from gradaudit.store import Store
@@ -31,16 +29,6 @@ def _trained_pair(spec, factory, folder, eps):
     return paths
 
 
-def _diffroar_rows(path):
-    if not path.exists():
-        return []
-    with sqlite3.connect(path) as db:
-        try:
-            return db.execute("SELECT key, row FROM results WHERE audit = 'diffroar' ORDER BY rowid").fetchall()
-        except sqlite3.OperationalError:
-            return []
-
-
 @pytest.mark.slow
 def test_idx_files_and_user_models_end_to_end_with_resume_after_kill_9(tmp_path):
     from usernets import grey_cnn
@@ -54,18 +42,12 @@ def test_idx_files_and_user_models_end_to_end_with_resume_after_kill_9(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
     first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     store = out / "results.sqlite"
-    deadline = time.time() + 300
-    while not _diffroar_rows(store) and time.time() < deadline and first.poll() is None:
-        time.sleep(0.02)
-    assert first.poll() is None, "the run finished before it could be interrupted:\n" + first.stdout.read()
-    os.kill(first.pid, signal.SIGKILL)
-    first.wait()
-    before = _diffroar_rows(store)
+    before = kill_once_rows_appear(first, store)
     cells = 2 * 4 * 2 * 2                                  # methods x fractions x repeats x models
     assert 0 < len(before) < cells
     second = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     assert second.returncode == 0, second.stdout + second.stderr
-    after = _diffroar_rows(store)
+    after = diffroar_rows(store)
     assert after[:len(before)] == before and len(after) == len(set(after)) == cells
     saved = Store(store)
     try:
