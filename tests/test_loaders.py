@@ -137,3 +137,11 @@ def test_loaded_data_goes_straight_into_audits_and_training(tmp_path):
 
     model = train.fit(grey_cnn(), part, epochs=10, lr=1e-2, seed=0, progress=False)
     assert train.evaluate(model, data.load(f"idx:{tmp_path}", "test"))["clean"] > 0.9     # the bands are learnable
+
+
+def test_both_splits_from_one_read_equal_each_split_alone(tmp_path):
+    image_folder(tmp_path, per_class=10)
+    train, test = data.load_splits(f"folder:{tmp_path}", test_fraction=0.3)
+    for part, split in ((train, "train"), (test, "test")):
+        alone = data.load(f"folder:{tmp_path}", split, test_fraction=0.3)
+        assert torch.equal(part.x, alone.x) and torch.equal(part.y, alone.y) and part.classes == alone.classes

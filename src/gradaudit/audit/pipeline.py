@@ -260,7 +260,7 @@ def _datasets(settings: Preset) -> dict:
     if scheme != "blockmnist":
         options = {"size": settings.size, "test_fraction": settings.test_fraction, "seed": settings.seed,
                    "trust_pickle": settings.trust_pickle}
-        return {"random": tuple(data.load(settings.data, split, **options) for split in ("train", "test"))}
+        return {"random": data.load_splits(settings.data, **options)}
     kwargs = {"digits": settings.digits, "copies": settings.copies, "seed": settings.seed,
               "source": where or settings.source}
     layouts = ("random", "top") if settings.top_layout and not settings.models else ("random",)

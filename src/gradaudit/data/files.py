@@ -64,6 +64,13 @@ def load(spec: str, split: str = "train", *, size: tuple[int, int] | None = None
     """
     if split not in SPLITS:
         raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
+    return load_splits(spec, (split,), size=size, test_fraction=test_fraction, seed=seed,
+                       trust_pickle=trust_pickle)[0]
+
+
+def load_splits(spec: str, splits=SPLITS, *, size: tuple[int, int] | None = None, test_fraction: float = 0.2,
+                seed: int = 0, trust_pickle: bool = False) -> tuple:
+    """Several splits of ``spec`` (see ``load``) from one read of its files: ``(train, test)`` by default."""
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"--data must be SCHEME:PATH with a scheme from {', '.join(SCHEMES)}; got {spec!r}")
     scheme, _, where = spec.partition(":")
@@ -73,22 +80,21 @@ def load(spec: str, split: str = "train", *, size: tuple[int, int] | None = None
     if scheme == "blockmnist":
         from .blockmnist import blockmnist
 
-        return blockmnist(split, seed=seed, source=where or None)
+        return tuple(blockmnist(split, seed=seed, source=where or None) for split in splits)
     if not where:
         raise ValueError(f"--data {spec!r}: the scheme {scheme!r} needs a path, as in {scheme}:PATH")
     path = Path(where).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"--data {spec!r}: {path} does not exist")
     readers = {"idx": _idx, "cifar10": _cifar10, "cifar100": _cifar100, "folder": _folder, "npz": _npz, "pt": _pt}
-    images, labels, classes, split_given = readers[scheme](path, size=size, trust_pickle=trust_pickle)
-    if not split_given:
-        images, labels = _split(images, labels, split, test_fraction, seed)
-    else:
-        images, labels = images[split], labels[split]
-    x, y = _pixels(images, spec), _labels(labels, len(images), spec)
-    if classes is None:
-        classes = tuple(str(c) for c in range(int(y.max()) + 1 if len(y) else 0))
-    return ImageData(x, y, tuple(classes), spec)
+    pool, labels, classes, split_given = readers[scheme](path, size=size, trust_pickle=trust_pickle)
+    parts = []
+    for split in splits:
+        images, y = (pool[split], labels[split]) if split_given else _split(pool, labels, split, test_fraction, seed)
+        x, y = _pixels(images, spec), _labels(y, len(images), spec)
+        names = classes if classes is not None else tuple(str(c) for c in range(int(y.max()) + 1 if len(y) else 0))
+        parts.append(ImageData(x, y, tuple(names), spec))
+    return tuple(parts)
 
 
 def _pixels(images, spec: str) -> Tensor:
