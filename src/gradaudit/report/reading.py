@@ -144,6 +144,7 @@ def claims(results: dict[str, list[dict]]) -> list[Claim]:
                             _per_model(sensitivity, "correlation", method=f"{method}+meta"),
                             _per_model(sensitivity, "correlation", method=method),
                             ("with the meta step", "without"), "models"))
+    out += unlearning_claims(results.get("unlearning", []))
     synthetic = {r["model"]: r for r in results.get("signal_coordinate", [])}
     for name, row in synthetic.items():
         quality = Interval(row["quality"], row["quality_low"], row["quality_high"], row["quality_n"])
@@ -153,6 +154,32 @@ def claims(results: dict[str, list[dict]]) -> list[Claim]:
                          f"{row['p_top']:.3f} - P[bottom-1 is the signal] {row['p_bottom']:.3f} = "
                          f"{quality.text(signed=True)}: {word}; mean |cos(x, gradient)| {row['abs_cos']:.3f}."))
     return [c for c in out if c is not None]
+
+
+COMPETITORS = ("RandomLabel", "GradientAscent", "FineTune", "L1Sparse", "SalUn[random mask]",
+               "SalUn[anti-salient mask]")
+
+
+def unlearning_claims(rows: list[dict]) -> list[Claim]:
+    """Per scenario: SalUn's gap to Retrain minus each competitor's, paired by seed ("below" = SalUn is
+    closer to retraining from scratch), as the paper's ordering claims."""
+    from ..audit.unlearning import with_gaps
+
+    gaps = {(r["scenario"], r["method"], r["seed"]): r["gap"] for r in with_gaps(rows) if r.get("gap") is not None}
+    out = []
+    for scenario in dict.fromkeys(r["scenario"] for r in rows):
+        for other in COMPETITORS:
+            seeds = [s for (sc, m, s) in gaps if sc == scenario and m == "SalUn" and (scenario, other, s) in gaps]
+            if not seeds:
+                continue
+            diff = mean_interval([gaps[(scenario, "SalUn", s)] - gaps[(scenario, other, s)] for s in seeds])
+            word = verdict(diff)
+            closer = {"below": "closer to Retrain than", "above": "further from Retrain than"}.get(word, "")
+            out.append(Claim(f"unlearning:{scenario}:SalUn-vs-{other}", word, diff,
+                             f"{scenario} forgetting: SalUn's average gap to Retrain minus {other}'s "
+                             f"{diff.text(signed=True)} over {diff.n} seeds: "
+                             + (f"SalUn is {closer} {other}." if closer else f"{word}.")))
+    return out
 
 
 def headline(results: dict[str, list[dict]]) -> dict:

@@ -1,0 +1,139 @@
+"""The unlearning audit (Jia et al. 2023, as SalUn reports it): how close each unlearning method
+comes to retraining from scratch on the retain set.
+
+UA = 1 - accuracy on the forget set; RA = accuracy on the retain set; TA = accuracy on the test
+set; MIA-efficacy = share of forget examples a membership-inference classifier judges
+non-members. The classifier is the authors' (``evaluation/SVC_MIA.py``, "confidence"): an RBF
+SVM (C = 3, gamma "auto") on the softmax confidence of the true class, fit on the first
+len(test) retain examples (members) against the test set (non-members). Gap to Retrain = mean of
+|UA - UA_retrain|, |RA - ...|, |TA - ...|, |MIA - ...| (in accuracy units) for the same seed.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import Tensor, nn
+
+from ..data.inputs import Examples, as_examples
+from ..store import Store
+from .common import memo
+from .results import AuditResult
+from .stats import mean_interval
+
+METRICS = ("UA", "RA", "TA", "MIA")
+
+
+def confidences(model: nn.Module, data: Examples, batch_size: int = 512) -> Tensor:
+    """Softmax probability of the true class [N] (eval mode; the model's mode is restored); 0 where
+    the output is not finite (a diverged model claims nothing)."""
+    was = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            parts = [model(data.x[s:s + batch_size]).softmax(1).gather(1, data.y[s:s + batch_size, None]).flatten()
+                     for s in range(0, len(data), batch_size)]
+    finally:
+        for module, training in was:
+            module.training = training
+    return torch.cat(parts).nan_to_num(0.0, 0.0, 0.0)
+
+
+def membership_classifier(model: nn.Module, retain: Examples, test: Examples):
+    """The authors' confidence-based membership classifier (sklearn ``SVC``) for ``model``: predicts 1
+    (member) or 0 from a confidence column [N, 1]."""
+    from sklearn.svm import SVC
+
+    members = confidences(model, Examples(retain.x[:len(test)], retain.y[:len(test)]))
+    outsiders = confidences(model, test)
+    features = torch.cat([members, outsiders]).double().numpy()[:, None]
+    labels = [1] * len(members) + [0] * len(outsiders)
+    return SVC(C=3, gamma="auto", kernel="rbf").fit(features, labels)
+
+
+def mia_efficacy(model: nn.Module, forget, retain, test) -> float:
+    """Share of ``forget`` examples the membership classifier judges non-members (higher = forgotten)."""
+    forget, retain, test = (as_examples(d, n) for d, n in ((forget, "forget"), (retain, "retain"), (test, "test")))
+    classifier = membership_classifier(model, retain, test)
+    return float(1 - classifier.predict(confidences(model, forget).double().numpy()[:, None]).mean())
+
+
+def _accuracy(model: nn.Module, data: Examples, batch_size: int = 512) -> float:
+    correct = 0
+    with torch.no_grad():
+        for s in range(0, len(data), batch_size):
+            correct += (model(data.x[s:s + batch_size]).argmax(1) == data.y[s:s + batch_size]).sum().item()
+    return correct / len(data)
+
+
+def scores(model: nn.Module, forget, retain, test) -> dict[str, float]:
+    """UA, RA, TA and MIA-efficacy of ``model`` (see the module docstring)."""
+    forget, retain, test = (as_examples(d, n) for d, n in ((forget, "forget"), (retain, "retain"), (test, "test")))
+    model.eval()
+    return {"UA": 1 - _accuracy(model, forget), "RA": _accuracy(model, retain), "TA": _accuracy(model, test),
+            "MIA": mia_efficacy(model, forget, retain, test)}
+
+
+def with_gaps(rows: list[dict], reference: str = "Retrain") -> list[dict]:
+    """``rows`` with ``gap``: each row's mean |metric - reference's| over UA, RA, TA, MIA, against the
+    reference row of the same scenario and seed (rows without one get no gap)."""
+    references = {(r.get("scenario"), r["seed"]): r for r in rows if r["method"] == reference}
+    out = []
+    for row in rows:
+        ref = references.get((row.get("scenario"), row["seed"]))
+        gap = None if ref is None else sum(abs(row[m] - ref[m]) for m in METRICS) / len(METRICS)
+        out.append({**row, "gap": gap})
+    return out
+
+
+def unlearning(methods, model: nn.Module, forget, retain, test, *, seeds=(0,), scenario: str = "custom",
+               model_name: str = "model", store: Store | None = None, progress: bool = True) -> AuditResult:
+    """Run every unlearning method on ``model`` for each seed and score it; the original model is
+    scored too (method "Original"). Each finished (method, seed) row goes to ``store`` at once.
+
+    methods: unlearners (``unlearn.Retrain(...)``, ``unlearn.SalUn(...)`` ...); include a ``Retrain``
+        for the gap. model: the trained model (left as found). forget / retain: the split of its
+        training data; test: held-out data. Returns rows with UA, RA, TA, MIA, seconds and gap.
+    """
+    forget, retain, test = (as_examples(d, n) for d, n in ((forget, "forget"), (retain, "retain"), (test, "test")))
+    for name, part in (("forget", forget), ("retain", retain), ("test", test)):
+        if len(part) == 0:
+            raise ValueError(f"{name} is empty; the unlearning audit needs examples in forget, retain and test")
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise ValueError(f"methods must have different names; got {names}")
+    rows = []
+    for seed in seeds:
+        key = {"model": model_name, "scenario": scenario, "seed": seed}
+        rows.append(memo(store, "unlearning", {**key, "method": "Original"},
+                         lambda: {**scores(model, forget, retain, test), "seconds": 0.0}))
+        for method in methods:
+            def compute(method=method, seed=seed):
+                start = time.perf_counter()
+                new = method(model, forget, retain, seed=seed, progress=progress)
+                seconds = time.perf_counter() - start
+                finite = all(bool(torch.isfinite(p).all()) for p in new.parameters())
+                return {**scores(new, forget, retain, test), "seconds": seconds, "finite": finite}
+
+            if progress:
+                print(f"  {scenario} seed {seed}: {method.name}", flush=True)
+            rows.append(memo(store, "unlearning", {**key, "method": method.name}, compute))
+    return AuditResult("unlearning", with_gaps(rows))
+
+
+def gap_table(rows: list[dict]) -> list[dict]:
+    """Per (scenario, method): every metric's mean with its 95% interval over seeds."""
+    rows = with_gaps(rows)
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row.get("scenario"), row["method"]), []).append(row)
+    table = []
+    for (scenario, method), part in groups.items():
+        entry = {"scenario": scenario, "method": method, "seeds": len(part)}
+        for column in (*METRICS, "seconds", "gap"):
+            values = [r[column] for r in part if r.get(column) is not None]
+            if values:
+                entry[column] = mean_interval(values)
+        table.append(entry)
+    return table
