@@ -5,7 +5,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gradaudit-installed
 
-.PHONY: demo test lint bench clean methods-demo text-demo synthetic-demo
+.PHONY: demo test lint bench clean methods-demo text-demo synthetic-demo unlearn-demo
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ lint: $(STAMP)
 
 synthetic-demo: $(STAMP)
 	$(VENV)/bin/gradaudit audit --preset synthetic --out runs/synthetic
+
+unlearn-demo: $(STAMP)
+	$(VENV)/bin/gradaudit unlearn --preset quick --out runs/unlearn
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_attribution.py

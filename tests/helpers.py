@@ -37,30 +37,30 @@ def assert_unchanged(model, before):
         assert torch.equal(after["state"][key], value), key
 
 
-def diffroar_rows(path):
-    """(key, row) of every DiffROAR row in a run's store, in the order written ([] before it exists)."""
+def diffroar_rows(path, audit="diffroar"):
+    """(key, row) of every row of ``audit`` in a run's store, in the order written ([] before it exists)."""
     import sqlite3
 
     if not path.exists():
         return []
     with sqlite3.connect(path) as db:
         try:
-            return db.execute("SELECT key, row FROM results WHERE audit = 'diffroar' ORDER BY rowid").fetchall()
+            return db.execute("SELECT key, row FROM results WHERE audit = ? ORDER BY rowid", (audit,)).fetchall()
         except sqlite3.OperationalError:
             return []
 
 
-def kill_once_rows_appear(process, store, timeout=300):
-    """kill -9 ``process`` as soon as ``store`` holds a DiffROAR row (it must still be running then);
+def kill_once_rows_appear(process, store, timeout=300, audit="diffroar"):
+    """kill -9 ``process`` as soon as ``store`` holds a row of ``audit`` (it must still be running then);
     returns the rows stored by that moment."""
     import os
     import signal
     import time
 
     deadline = time.time() + timeout
-    while not diffroar_rows(store) and time.time() < deadline and process.poll() is None:
+    while not diffroar_rows(store, audit) and time.time() < deadline and process.poll() is None:
         time.sleep(0.02)
     assert process.poll() is None, "the run finished before it could be interrupted:\n" + process.stdout.read()
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    return diffroar_rows(store)
+    return diffroar_rows(store, audit)

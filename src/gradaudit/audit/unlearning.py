@@ -12,6 +12,7 @@ len(test) retain examples (members) against the test set (non-members). Gap to R
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -25,18 +26,25 @@ from .stats import mean_interval
 METRICS = ("UA", "RA", "TA", "MIA")
 
 
-def confidences(model: nn.Module, data: Examples, batch_size: int = 512) -> Tensor:
-    """Softmax probability of the true class [N] (eval mode; the model's mode is restored); 0 where
-    the output is not finite (a diverged model claims nothing)."""
+@contextmanager
+def evaluating(model: nn.Module):
+    """``model`` in eval mode without gradients; every module's own mode restored afterwards."""
     was = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
-            parts = [model(data.x[s:s + batch_size]).softmax(1).gather(1, data.y[s:s + batch_size, None]).flatten()
-                     for s in range(0, len(data), batch_size)]
+            yield model
     finally:
         for module, training in was:
             module.training = training
+
+
+def confidences(model: nn.Module, data: Examples, batch_size: int = 512) -> Tensor:
+    """Softmax probability of the true class [N], in eval mode; 0 where the output is not finite (a
+    diverged model claims nothing)."""
+    with evaluating(model):
+        parts = [model(data.x[s:s + batch_size]).softmax(1).gather(1, data.y[s:s + batch_size, None]).flatten()
+                 for s in range(0, len(data), batch_size)]
     return torch.cat(parts).nan_to_num(0.0, 0.0, 0.0)
 
 
@@ -61,7 +69,7 @@ def mia_efficacy(model: nn.Module, forget, retain, test) -> float:
 
 def _accuracy(model: nn.Module, data: Examples, batch_size: int = 512) -> float:
     correct = 0
-    with torch.no_grad():
+    with evaluating(model):
         for s in range(0, len(data), batch_size):
             correct += (model(data.x[s:s + batch_size]).argmax(1) == data.y[s:s + batch_size]).sum().item()
     return correct / len(data)
@@ -70,7 +78,6 @@ def _accuracy(model: nn.Module, data: Examples, batch_size: int = 512) -> float:
 def scores(model: nn.Module, forget, retain, test) -> dict[str, float]:
     """UA, RA, TA and MIA-efficacy of ``model`` (see the module docstring)."""
     forget, retain, test = (as_examples(d, n) for d, n in ((forget, "forget"), (retain, "retain"), (test, "test")))
-    model.eval()
     return {"UA": 1 - _accuracy(model, forget), "RA": _accuracy(model, retain), "TA": _accuracy(model, test),
             "MIA": mia_efficacy(model, forget, retain, test)}
 

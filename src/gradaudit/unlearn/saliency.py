@@ -60,7 +60,7 @@ class WeightMasks(dict):
 
     def summary(self) -> list[dict]:
         """One row per parameter tensor: ``parameter``, ``weights`` (its size), ``salient_share``."""
-        return [{"parameter": name, "weights": m.numel(), "salient_share": m.float().mean().item()}
+        return [{"parameter": name, "weights": m.numel(), "salient_share": int(m.sum()) / m.numel()}
                 for name, m in self.items()]
 
     def complement(self) -> WeightMasks:
@@ -107,7 +107,8 @@ def gradient_magnitudes(model: nn.Module, forget, batch_size: int = 256) -> dict
 
 
 def top_share(scores: Tensor, threshold: float) -> Tensor:
-    """Bool mask of ``scores``' shape keeping its ``round(threshold x n)`` largest values (at least one);
+    """Bool mask of ``scores``' shape keeping its ``round(threshold x n)`` largest values (Python's round,
+    halves to even; at least one);
     ties broken by position (the earlier flat index first), so the mask is deterministic."""
     flat = scores.flatten()
     count = max(1, round(threshold * flat.numel()))
