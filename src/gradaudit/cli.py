@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .audit.executor import UnitsFailed
+
 
 def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.split(","))
@@ -58,7 +60,8 @@ def _audit(args) -> int:
         seeds_per_model=args.seeds_per_model, fill=_fill(args.fill) if args.fill else None,
         data=args.data, models=args.models, retrain=args.retrain, layer=args.layer,
         retrain_recipe=_recipe(args.recipe), test_fraction=args.test_fraction, size=_size(args.size),
-        trust_pickle=args.trust_pickle or None, eps=args.eps,
+        trust_pickle=args.trust_pickle or None, eps=args.eps, executor=args.executor, ray_address=args.ray_address,
+        cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
     )
     numbers = run(settings, args.out)
     print("\nresult (95% intervals; verdicts follow them):")
@@ -219,6 +222,15 @@ def _model_arguments(command: argparse.ArgumentParser) -> None:
                          help="allow full pickles (can run arbitrary code); off by default")
 
 
+def _executor_arguments(command: argparse.ArgumentParser) -> None:
+    """--executor, --ray-address, --cpus-per-task, --gpus-per-task: where units of work run."""
+    command.add_argument("--executor", help="local (default: this process) or ray (extra dist: Ray tasks)")
+    command.add_argument("--ray-address", help="auto or HOST:PORT of a running Ray cluster (default: start a local "
+                                               "Ray that stops with the command)")
+    command.add_argument("--cpus-per-task", type=float, help="CPUs per Ray task (default 1)")
+    command.add_argument("--gpus-per-task", type=float, help="GPUs per Ray task, may be fractional (default 0)")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="gradaudit", description="Saliency maps you can check.")
     commands = root.add_subparsers(dest="command", required=True)
@@ -253,6 +265,7 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--eps", type=float, help="linf PGD radius of the robust models trained here (default 0.3)")
     audit.add_argument("--trust-pickle", action="store_true",
                        help="allow pickled weights and data files (can run arbitrary code); off by default")
+    _executor_arguments(audit)
     audit.set_defaults(handler=_audit)
     unlearn = commands.add_parser("unlearn", help="SalUn (weight saliency), its mask controls and the unlearning "
                                                   "baselines, each scored against Retrain over seeds")
@@ -324,7 +337,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
+    except (ValueError, TypeError, FileNotFoundError, ImportError, UnitsFailed) as err:
         print(f"gradaudit: error: {err}", file=sys.stderr)
         return 2
 

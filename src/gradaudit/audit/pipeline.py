@@ -46,6 +46,7 @@ from ..report import method_grid, write_report
 from ..report.reading import headline
 from ..store import Store
 from .common import memo, named_methods
+from .executor import LocalExecutor, make_executor
 from .faithfulness import DEFAULT_NEIGHBOURHOODS, local_faithfulness
 from .groundtruth import signal_coordinate, signal_mass
 from .profiles import activation_profiles
@@ -94,6 +95,10 @@ class Preset:
     audit_images: int = 200
     meta_images: int = 40
     faithfulness: bool = False
+    executor: str = "local"
+    ray_address: str | None = None
+    cpus_per_task: float = 1
+    gpus_per_task: float = 0
     seed: int = 0
 
 
@@ -236,17 +241,26 @@ def run(settings: Preset | SyntheticPreset, out: str | Path) -> dict:
     """Train, explain, audit and report; returns the headline numbers."""
     out = Path(out)
     start = time.perf_counter()
-    store = Store(out / "results.sqlite")
+    executor = (make_executor(settings.executor, settings.ray_address, settings.cpus_per_task, settings.gpus_per_task)
+                if isinstance(settings, Preset) else LocalExecutor())
     try:
-        store.put("settings", {"run": str(len(store.rows("settings")))},
-                  {"settings": asdict(settings), "preset": type(settings).__name__})
-        if isinstance(settings, SyntheticPreset):
-            _synthetic(settings, out, store)
-        else:
-            _images(settings, out, store)
-        results = {audit: store.rows(audit) for audit in store.audits()}
+        store = Store(out / "results.sqlite")
+        try:
+            store.put("settings", {"run": str(len(store.rows("settings")))},
+                      {"settings": asdict(settings), "preset": type(settings).__name__})
+            if isinstance(settings, SyntheticPreset):
+                _synthetic(settings, out, store)
+            else:
+                store.put("inputs", {"what": f"executor (run {len(store.rows('settings')) - 1})"},
+                          {"description": f"{executor.name}, {executor.workers} worker"
+                                          f"{'s' if executor.workers > 1 else ''}"
+                                          + (f" at {executor.address}" if executor.name == "ray" else "")})
+                _images(settings, out, store, executor)
+            results = {audit: store.rows(audit) for audit in store.audits()}
+        finally:
+            store.close()
     finally:
-        store.close()
+        executor.close()
     report = write_report(out)
     numbers = headline(results)
     numbers["seconds"] = time.perf_counter() - start
@@ -287,7 +301,7 @@ def _user_models(settings: Preset, store: Store) -> tuple[dict[str, torch.nn.Mod
     return loaded, described
 
 
-def _images(settings: Preset, out: Path, store: Store) -> None:
+def _images(settings: Preset, out: Path, store: Store, executor) -> None:
     sets = _datasets(settings)
     train_set, test_set = sets["random"]
     classes = check_classes(train_set.y, test_set.y, settings.data)
@@ -374,7 +388,8 @@ def _images(settings: Preset, out: Path, store: Store) -> None:
             diffroar(methods, net, train_set, test_set, model_fn=retrain_model, fractions=settings.fractions,
                      repeats=settings.repeats, recipe=train.Recipe.of(**settings.retrain_recipe),
                      fill=settings.fill, leak_check=settings.leak_check and index == 0,
-                     blur_control=settings.blur_control, seed=1_000_003 * settings.seed + 100_000 * index, **common)
+                     blur_control=settings.blur_control, seed=1_000_003 * settings.seed + 100_000 * index,
+                     executor=executor, **common)
             road(methods, net, test_set, fractions=settings.road_fractions, limit=limit, seed=settings.seed, **common)
             class_sensitivity(sensitive, net, test_set, limit=limit, **common)
             class_sensitivity(meta, net, test_set, limit=settings.meta_images, **common)

@@ -30,6 +30,7 @@ from ..data.inputs import as_examples
 from ..store import Store
 from ..train import Recipe, ensemble_accuracy, fit_ensemble
 from .common import importance, keep_masks, memo, named_methods, rank_pixels
+from .executor import LocalExecutor, Unit
 from .imputation import noisy_linear_impute
 from .results import AuditResult
 
@@ -97,7 +98,7 @@ def diffroar(methods, model: nn.Module, train, test, *, model_fn: Callable[[], n
              fractions=(0.1, 0.2, 0.3, 0.4, 0.5), repeats: int = 2, recipe: Recipe | None = None,
              fill: float | str = "mean", blur_control: bool = False, leak_check: bool = False, seed: int = 0,
              model_name: str = "model", store: Store | None = None, progress: bool = True,
-             **settings) -> AuditResult:
+             executor=None, **settings) -> AuditResult:
     """DiffROAR of each method's maps of ``model`` on ``train``/``test`` (datasets with .x, .y).
 
     model_fn: builds the fresh model retrained on each masked dataset.
@@ -111,6 +112,8 @@ def diffroar(methods, model: nn.Module, train, test, *, model_fn: Callable[[], n
         blurred map scores higher, the score comes from smoothness, not from the model.
     leak_check: also train ``model_fn`` on the keep-masks alone (one per cell and top/bottom);
         rows in the ``diffroar_leak`` audit.
+    executor: where the retraining ensembles run (``audit.executor``: local by default, or Ray);
+        the rows are the same, and this process alone writes them to ``store``.
     Rows: one per (method, fraction, repeat) with top/bottom accuracy, diffroar, ``saturated``,
     ``ceiling``, ``chance``, ``tied_share`` and ``tie_break``.
     """
@@ -120,49 +123,84 @@ def diffroar(methods, model: nn.Module, train, test, *, model_fn: Callable[[], n
     classes = int(max(train.y.max(), test.y.max())) + 1
     chance = 1.0 / classes
     ceiling = _ceiling(model_fn, train, test, recipe, repeats, seed, model_name, store)
-    rows, leaks = [], []
+    executor = executor or LocalExecutor()
+    shared_data = None
+    leaks, units, cells_of, finished = [], [], {}, {}
     for name, method in named_methods(methods).items():
         variants = {name: None} | ({f"{name}+blur": blurred} if blur_control else {})
         maps = None
         for variant, transform in variants.items():
-            cells = [(k, r) for k in fractions for r in range(repeats)]
-
-            def key(k, r, variant=variant):
-                return {"model": model_name, "method": variant, "fraction": k, "repeat": r}
-
-            todo = [(k, r) for k, r in cells if store is None or store.get("diffroar", key(k, r)) is None]
+            cells_of[variant] = [(k, r) for k in fractions for r in range(repeats)]
+            todo = [(k, r) for k, r in cells_of[variant]
+                    if store is None or store.get("diffroar", _key(model_name, variant, k, r)) is None]
             leak_key = {"model": model_name, "method": variant}
             leak_todo = [k for k in fractions if leak_check and (
                 store is None or store.get("diffroar_leak", {**leak_key, "fraction": k}) is None)]
-            results, ties = {}, None
             if todo or leak_todo:
                 if maps is None:
                     maps = [importance(method, model, d.x, d.y, desc=f"{name} maps") for d in (train, test)]
                 scored = [transform(m) if transform else m for m in maps]
                 ties = tied_share(scored[1])
                 ranks = [rank_pixels(m, seed) for m in scored]
-
-                def masks(split, ks, ranks=ranks):
-                    return _per_input(torch.stack([keep_masks(ranks[split], k, top) for k in ks
-                                                   for top in (True, False)]), (train if split == 0 else test).x)
-
                 if todo:
-                    results = _retrain(model_fn, train, test, masks, todo, fractions, fill, recipe, seed,
-                                       f"{variant} ({model_name})", progress)
+                    if shared_data is None:
+                        shared_data = executor.share((train, test))
+                    shared_ranks = executor.share(ranks)
+                    for part in _slices(todo, executor.workers):
+                        units.append(Unit(f"{variant} ({model_name}) cells {part}", _retrain_cells,
+                                          (model_fn, shared_data, shared_ranks, part, fractions, fill, recipe, seed,
+                                           f"{variant} ({model_name})", progress and executor.name == "local")))
+                        finished[units[-1].name] = (variant, ties)
                 if leak_todo:
-                    leaks += _leak(model_fn, train, test, masks, leak_todo, recipe, seed, model_name, variant, store)
+                    leaks += _leak(model_fn, train, test, _mask_maker(ranks, train, test), leak_todo, recipe, seed,
+                                   model_name, variant, store)
             if leak_check and store is not None:
                 leaks += [store.get("diffroar_leak", {**leak_key, "fraction": k}) for k in fractions
                           if k not in leak_todo]
-            for k, r in cells:
-                def compute(k=k, r=r, ties=ties, results=results):
-                    top_acc, bottom_acc = results[(k, r)]
-                    return {"top_accuracy": top_acc, "bottom_accuracy": bottom_acc, "diffroar": top_acc - bottom_acc,
-                            "saturated": saturated(top_acc, bottom_acc, ceiling, chance), "ceiling": ceiling,
-                            "chance": chance, "tied_share": ties, "tie_break": TIE_BREAK, "fill": str(fill)}
+    computed = {}
 
-                rows.append(memo(store, "diffroar", key(k, r), compute))
+    def write(unit: Unit, results: dict) -> None:
+        """Store a finished unit's cells at once (the driver alone writes)."""
+        variant, ties = finished[unit.name]
+        for (k, r), (top_acc, bottom_acc) in results.items():
+            row = {"top_accuracy": top_acc, "bottom_accuracy": bottom_acc, "diffroar": top_acc - bottom_acc,
+                   "saturated": saturated(top_acc, bottom_acc, ceiling, chance), "ceiling": ceiling,
+                   "chance": chance, "tied_share": ties, "tie_break": TIE_BREAK, "fill": str(fill)}
+            computed[(variant, k, r)] = memo(store, "diffroar", _key(model_name, variant, k, r), lambda row=row: row)
+
+    if units and progress and executor.name != "local":
+        print(f"  {len(units)} retraining units on {executor.workers} {executor.name} workers", flush=True)
+    executor.run(units, write)
+    rows = [computed.get((variant, k, r)) or store.get("diffroar", _key(model_name, variant, k, r))
+            for variant, cells in cells_of.items() for k, r in cells]
     return AuditResult("diffroar", rows, {"leak": leaks})
+
+
+def _key(model_name: str, variant: str, k: float, r: int) -> dict:
+    return {"model": model_name, "method": variant, "fraction": k, "repeat": r}
+
+
+def _slices(cells: list, workers: int) -> list[list]:
+    """``cells`` in up to ``workers`` contiguous slices (one slice for a single worker)."""
+    count = max(1, min(workers, len(cells)))
+    size = -(-len(cells) // count)
+    return [cells[i:i + size] for i in range(0, len(cells), size)]
+
+
+def _mask_maker(ranks: list[Tensor], train, test):
+    """masks(split, ks) -> keep-masks [2 len(ks), *x.shape] (top and bottom for each k) of that split."""
+    def masks(split, ks):
+        return _per_input(torch.stack([keep_masks(ranks[split], k, top) for k in ks for top in (True, False)]),
+                          (train if split == 0 else test).x)
+
+    return masks
+
+
+def _retrain_cells(model_fn, data, ranks, todo, fractions, fill, recipe, seed, label, progress) -> dict:
+    """One unit of work (any executor): retrain the cells ``todo`` of one map's ranks as one ensemble."""
+    train, test = data
+    return _retrain(model_fn, train, test, _mask_maker(ranks, train, test), todo, fractions, fill, recipe, seed,
+                    label, progress)
 
 
 def _ceiling(model_fn, train, test, recipe, repeats, seed, model_name, store) -> float:

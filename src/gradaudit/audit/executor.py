@@ -1,0 +1,146 @@
+"""Where an audit's units of work run: here, one after another (``local``), or as Ray tasks (``ray``).
+
+A unit is a function and its arguments (one method's retraining ensemble for one model, or a
+slice of its cells). Large arguments are ``share``d once: Ray puts them in its object store
+and every task reads the same copy. Results come back to the driver, which alone writes the
+store, as each unit finishes; so resume and no-duplicates hold exactly as with ``local``.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+EXECUTORS = ("local", "ray")
+CONNECT_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Unit:
+    """``function(*args)`` on a worker; ``name`` says which cells it computes (progress and errors)."""
+
+    name: str
+    function: Callable
+    args: tuple
+
+
+class UnitsFailed(RuntimeError):
+    """Some units failed for good (after Ray's retries); the others' results were handed back."""
+
+
+def _run_with_threads(threads: int, function: Callable, *args):
+    """Run ``function`` on a worker with ``threads`` intra-op threads (the same count gives the same floats)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return function(*args)
+
+
+class LocalExecutor:
+    """Every unit in this process, in order."""
+
+    name = "local"
+    workers = 1
+
+    def share(self, value):
+        return value
+
+    def run(self, units: list[Unit], on_result: Callable[[Unit, object], None]) -> None:
+        for unit in units:
+            on_result(unit, unit.function(*unit.args))
+
+    def close(self) -> None:
+        pass
+
+
+def _reachable(address: str) -> None:
+    """A ValueError within ``CONNECT_SECONDS`` when nothing listens at ``HOST:PORT``."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--ray-address must be auto or HOST:PORT; got {address!r}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS):
+            pass
+    except OSError as err:
+        raise ValueError(f"--ray-address {address}: nothing answers there within {CONNECT_SECONDS:g} s ({err}); "
+                         "start a head node with `ray start --head` or give its address") from None
+
+
+class RayExecutor:
+    """Units as Ray tasks on a cluster (``address``: "auto" or HOST:PORT) or on a local Ray that starts
+    here and stops with ``close()`` (address None). A task whose worker dies is retried
+    (``max_retries``); one that raises is not, and is reported by name while the others finish."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, cpus_per_task: float = 1, gpus_per_task: float = 0,
+                 max_retries: int = 3, num_cpus: int | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise ImportError("--executor ray needs Ray: pip install 'gradaudit[dist]' (or pip install ray)") from None
+        if cpus_per_task <= 0 or gpus_per_task < 0:
+            raise ValueError(f"--cpus-per-task must be > 0 and --gpus-per-task >= 0; got {cpus_per_task}, "
+                             f"{gpus_per_task}")
+        self._ray = ray
+        self.cpus_per_task, self.gpus_per_task, self.max_retries = cpus_per_task, gpus_per_task, max_retries
+        if address not in (None, "auto"):
+            _reachable(address)
+        self._started = not ray.is_initialized()
+        try:
+            if self._started:
+                ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
+                         log_to_driver=False, configure_logging=False)
+        except ConnectionError as err:
+            raise ValueError(f"--ray-address {address}: no Ray cluster found ({err}); start one with "
+                             "`ray start --head`") from None
+        self.address = address or "local"
+        cpus = ray.cluster_resources().get("CPU", 1)
+        self.workers = max(1, int(cpus // cpus_per_task))
+
+    def share(self, value):
+        return self._ray.put(value)
+
+    def run(self, units: list[Unit], on_result: Callable[[Unit, object], None]) -> None:
+        ray = self._ray
+        remote = ray.remote(num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task,
+                            max_retries=self.max_retries, retry_exceptions=False)(_run_with_threads)
+        threads = max(1, int(self.cpus_per_task))
+        pending = {remote.remote(threads, unit.function, *unit.args): unit for unit in units}
+        failed = []
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                unit = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayError as err:
+                    failed.append(f"{unit.name}: {str(err).strip().splitlines()[-1]}")
+                    continue
+                on_result(unit, result)
+        if failed:
+            raise UnitsFailed(f"{len(failed)} of {len(units)} units failed for good (the others are stored; rerun "
+                              f"to retry): " + "; ".join(failed))
+
+    def close(self) -> None:
+        if self._started and self._ray.is_initialized():
+            self._ray.shutdown()
+            self._started = False
+
+
+def make_executor(kind: str = "local", address: str | None = None, cpus_per_task: float = 1,
+                  gpus_per_task: float = 0) -> LocalExecutor | RayExecutor:
+    """The executor named ``kind`` ("local" or "ray")."""
+    if kind not in EXECUTORS:
+        raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}; got {kind!r}")
+    if kind == "local":
+        if address is not None:
+            raise ValueError("--ray-address needs --executor ray")
+        return LocalExecutor()
+    start = time.perf_counter()
+    executor = RayExecutor(address, cpus_per_task, gpus_per_task)
+    print(f"ray: {executor.workers} workers at {executor.address} ({time.perf_counter() - start:.1f}s to connect)",
+          flush=True)
+    return executor

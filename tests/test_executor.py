@@ -1,0 +1,142 @@
+"""Sweeps on Ray (`--executor ray`): the same rows as the local executor, a killed worker retried, a
+failing unit named while the others are kept, an unreachable address refused fast, and a driver
+killed mid-sweep resumed from the store. A real local Ray runs here (2 CPUs)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import diffroar_rows, kill_once_rows_appear
+
+from gradaudit import cli, data, methods, models
+from gradaudit.audit import diffroar
+from gradaudit.audit.executor import LocalExecutor, RayExecutor, Unit, UnitsFailed, make_executor
+from gradaudit.store import Store
+
+ray = pytest.importorskip("ray")
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module; workers can import this test folder's modules."""
+    path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
+    yield RayExecutor()
+    ray.shutdown()
+
+
+def _twice(x):
+    return 2 * x
+
+
+def _die_once(marker):
+    """Kill this worker process on the first attempt (SIGKILL: no cleanup); succeed on the retry."""
+    marker = Path(marker)
+    attempts = int(marker.read_text()) + 1 if marker.exists() else 1
+    marker.write_text(str(attempts))
+    if attempts == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return attempts
+
+
+def _fail(_):
+    raise ValueError("this cell cannot be computed")
+
+
+def test_units_run_on_ray_and_results_come_back_to_the_driver(local_ray):
+    got = {}
+    local_ray.run([Unit(f"u{i}", _twice, (local_ray.share(torch.full((3,), float(i))),)) for i in range(4)],
+                  lambda unit, result: got.__setitem__(unit.name, result))
+    assert {name: value.tolist() for name, value in got.items()} == {f"u{i}": [2.0 * i] * 3 for i in range(4)}
+    assert local_ray.workers == 2
+
+
+def test_a_worker_killed_mid_task_is_retried(local_ray, tmp_path):
+    got = []
+    local_ray.run([Unit("dies once", _die_once, (str(tmp_path / "attempts"),))], lambda u, r: got.append(r))
+    assert got == [2]                                         # the second attempt, on a fresh worker
+
+
+def test_a_unit_that_fails_for_good_is_named_and_the_others_are_kept(local_ray):
+    got = []
+    with pytest.raises(UnitsFailed, match=r"1 of 3 units failed for good .*bad cell: .*this cell cannot be computed"):
+        local_ray.run([Unit("good 1", _twice, (1,)), Unit("bad cell", _fail, (0,)), Unit("good 2", _twice, (2,))],
+                      lambda u, r: got.append((u.name, r)))
+    assert sorted(got) == [("good 1", 2), ("good 2", 4)]
+
+
+def _small_diffroar(executor, store=None):
+    train, test = data.blockmnist("train", digits=(0, 1), copies=1), data.blockmnist("test", digits=(0, 1), copies=1)
+    train.x, train.y, test.x, test.y = train.x[:300], train.y[:300], test.x[:100], test.y[:100]
+    torch.manual_seed(0)
+    net = models.small_cnn(in_shape=(1, 56, 28), classes=2, width=4).eval()
+
+    def mlp():
+        return models.mlp(in_shape=(1, 56, 28), classes=2, hidden=16)
+
+    return diffroar([methods.Saliency(), methods.Random(seed=0)], net, train, test, model_fn=mlp, fractions=(0.1, 0.3),
+                    repeats=2, epochs=1, fill=0.0, executor=executor, store=store, progress=False).rows
+
+
+def test_ray_gives_the_local_executors_numbers(local_ray):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                          # a Ray task runs with cpus_per_task = 1 thread: same floats
+    try:
+        local = _small_diffroar(LocalExecutor())
+    finally:
+        torch.set_num_threads(threads)
+    on_ray = _small_diffroar(local_ray)
+    assert len(local) == len(on_ray) == 8
+    assert on_ray == local
+
+
+def test_unreachable_address_is_refused_within_seconds_and_nothing_is_written(tmp_path, capsys):
+    start = time.perf_counter()
+    code = cli.main(["audit", "--preset", "tiny", "--executor", "ray", "--ray-address", "127.0.0.1:9",
+                     "--out", str(tmp_path / "run")])
+    assert code == 2 and time.perf_counter() - start < 10
+    err = capsys.readouterr().err
+    assert err.startswith("gradaudit: error: --ray-address 127.0.0.1:9: nothing answers there") and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_clear_errors_without_ray_or_with_bad_settings(monkeypatch, capsys, tmp_path):
+    with pytest.raises(ValueError, match="--executor must be one of local, ray"):
+        make_executor("dask")
+    with pytest.raises(ValueError, match="--ray-address needs --executor ray"):
+        make_executor("local", "auto")
+    with pytest.raises(ValueError, match="--ray-address must be auto or HOST:PORT"):
+        make_executor("ray", "nowhere")
+    monkeypatch.setitem(sys.modules, "ray", None)
+    assert cli.main(["audit", "--preset", "tiny", "--executor", "ray", "--out", str(tmp_path / "r")]) == 2
+    assert "--executor ray needs Ray: pip install 'gradaudit[dist]'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_driver_killed_mid_sweep_resumes_without_repeating_cells(tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "gradaudit", "audit", "--preset", "tiny", "--seeds-per-model", "1", "--executor",
+            "ray", "--methods", "saliency,random", "--fractions", "0.05,0.1,0.2,0.3", "--repeats", "2",
+            "--out", str(out)]
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    before = kill_once_rows_appear(first, out / "results.sqlite")
+    cells = 2 * 4 * 2 * 2                                        # methods x fractions x repeats x models
+    assert 0 < len(before) < cells
+    second = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    after = diffroar_rows(out / "results.sqlite")
+    assert after[:len(before)] == before and len(after) == len(set(after)) == cells
+    saved = Store(out / "results.sqlite")
+    try:
+        executors = [r["description"] for r in saved.rows("inputs") if r["what"].startswith("executor")]
+    finally:
+        saved.close()
+    assert executors and all(e.startswith("ray, 2 workers at local") for e in executors)
+    assert "ray, 2 workers at local" in (out / "report.html").read_text()
