@@ -140,3 +140,56 @@ def test_driver_killed_mid_sweep_resumes_without_repeating_cells(tmp_path):
         saved.close()
     assert executors and all(e.startswith("ray, 2 workers at local") for e in executors)
     assert "ray, 2 workers at local" in (out / "report.html").read_text()
+
+
+def _image_folder(folder, count=5):
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray((rng.random((28, 28)) * 255).astype(np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_explain_a_folder_in_resumable_shards(tmp_path, executor, local_ray):
+    from usernets import grey_cnn
+
+    import gradaudit as ga
+    from gradaudit.loading import load_image
+
+    torch.manual_seed(0)
+    model = grey_cnn().eval()
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    images = _image_folder(tmp_path / "images")
+    out = tmp_path / "maps"
+    args = ["explain", "--model", "usernets:grey_cnn", "--weights", str(tmp_path / "w.pt"), "--input-dir",
+            str(images), "--out-dir", str(out), "--method", "saliency,ig", "--shard-size", "2",
+            "--executor", executor]
+    assert cli.main(args) == 0
+    shards = sorted(out.glob("maps-*.pt"))
+    assert [p.name for p in shards] == ["maps-00000.pt", "maps-00001.pt", "maps-00002.pt"]
+    saved = [torch.load(p, weights_only=True) for p in shards]
+    assert [f for s in saved for f in s["files"]] == [f"img{i}.png" for i in range(5)]
+    x = torch.cat([load_image(images / f"img{i}.png", 1) for i in range(5)])
+    expected = ga.heatmap(ga.Saliency()(model, x, model(x).argmax(1)))
+    torch.testing.assert_close(torch.cat([s["maps"]["saliency"] for s in saved]), expected)
+    assert saved[2]["maps"]["ig"].shape == (1, 28, 28)
+    stamp = shards[0].stat().st_mtime_ns
+    shards[1].unlink()
+    assert cli.main(args) == 0
+    assert shards[1].exists() and shards[0].stat().st_mtime_ns == stamp      # only the missing shard is redone
+    assert not list(out.glob("*.tmp"))
+
+
+def test_explain_folder_errors(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    empty = str(tmp_path / "empty")
+    for argv, message in ((["--input-dir", empty, "--out-dir", str(tmp_path / "o")], "holds no images"),
+                          (["--input-dir", str(tmp_path / "empty")], "--input-dir needs --out-dir"),
+                          ([], "give --input (one image or tensor file) or --input-dir")):
+        assert cli.main(["explain", "--model", "usernets:grey_cnn", "--method", "saliency", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("gradaudit: error: ") and message in err

@@ -126,6 +126,17 @@ def _explain(args) -> int:
     from .loading import first_conv_channels, load_image, load_model, load_tensor_file
     from .report.figures import method_grid
 
+    if (args.input is None) == (args.input_dir is None):
+        raise ValueError("give --input (one image or tensor file) or --input-dir with --out-dir (a folder of images)")
+    names = args.method.split(",")
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise ValueError(f"--method {unknown[0]!r} is not one of {', '.join(METHODS)}")
+    needs_layer = {"gradcam", "gradcampp", "normgrad", "linearapprox"}
+    if needs_layer & set(names) and not args.layer:
+        raise ValueError(f"--method {sorted(needs_layer & set(names))[0]} needs --layer (a conv layer's dotted name)")
+    if args.input_dir is not None:
+        return _explain_folder(args, names)
     model = load_model(args.model, args.weights, args.trust_pickle)
     if args.input.endswith((".pt", ".pth")):
         x = load_tensor_file(args.input, args.trust_pickle)
@@ -136,14 +147,7 @@ def _explain(args) -> int:
         size = tuple(int(v) for v in args.size.split(",")) if args.size else None
         x = load_image(args.input, args.channels or first_conv_channels(model), size)
     x = x.float()
-    names = args.method.split(",")
-    unknown = [n for n in names if n not in METHODS]
-    if unknown:
-        raise ValueError(f"--method {unknown[0]!r} is not one of {', '.join(METHODS)}")
     settings = SimpleNamespace(samples=args.samples, steps=args.steps, layer=args.layer, seed=0)
-    needs_layer = {"gradcam", "gradcampp", "normgrad", "linearapprox"}
-    if needs_layer & set(names) and not args.layer:
-        raise ValueError(f"--method {sorted(needs_layer & set(names))[0]} needs --layer (a conv layer's dotted name)")
     target = args.target if args.target is not None else predicted_classes(model, x, len(x))
     maps = {name: METHODS[name](settings)(model, x, target) for name in names}
     path = method_grid(x, maps, args.out, titles=[f"class {int(t)}" for t in torch.as_tensor(target).expand(len(x))])
@@ -152,6 +156,27 @@ def _explain(args) -> int:
         torch.save({name: heatmap(m) for name, m in maps.items()}, args.save_maps)
         print(f"maps ([B, H, W] tensors): {args.save_maps}")
     print(f"figure: {path.resolve()}")
+    return 0
+
+
+def _explain_folder(args, names: list[str]) -> int:
+    """--input-dir: shards of images mapped locally or on Ray, one maps file per shard, resumable."""
+    from .audit.executor import make_executor
+    from .shards import map_folder
+
+    if not args.out_dir:
+        raise ValueError("--input-dir needs --out-dir (the folder for the maps files)")
+    size = _size(args.size)
+    executor = make_executor(args.executor or "local", args.ray_address, args.cpus_per_task or 1,
+                             args.gpus_per_task or 0)
+    try:
+        written, skipped = map_folder(executor, args.input_dir, args.out_dir, args.model, args.weights,
+                                      args.trust_pickle, names, {"samples": args.samples, "steps": args.steps,
+                                                                 "layer": args.layer, "seed": 0},
+                                      args.channels, size, args.target, args.shard_size)
+    finally:
+        executor.close()
+    print(f"{written} shards mapped, {skipped} already there; maps files: {args.out_dir}/maps-*.pt")
     return 0
 
 
@@ -298,7 +323,10 @@ def parser() -> argparse.ArgumentParser:
     recommend.set_defaults(handler=_recommend)
     explain = commands.add_parser("explain", help="explain a model's prediction on an image or a tensor file")
     _model_arguments(explain)
-    explain.add_argument("--input", required=True, help="an image (PNG, JPEG...) or a tensor [C,H,W]/[B,C,H,W] (.pt)")
+    explain.add_argument("--input", help="an image (PNG, JPEG...) or a tensor [C,H,W]/[B,C,H,W] (.pt)")
+    explain.add_argument("--input-dir", help="a folder of images, mapped in shards (with --out-dir; resumable)")
+    explain.add_argument("--out-dir", help="with --input-dir: one maps-NNNNN.pt file per shard")
+    explain.add_argument("--shard-size", type=int, default=64, help="images per shard (default 64)")
     explain.add_argument("--method", default="smoothgrad", help="one or more, comma-separated: saliency, "
                          "inputxgradient, smoothgrad, ig, deeplift, guidedbackprop, deconvnet, gradcam, gradcampp, "
                          "normgrad, linearapprox, random")
@@ -310,6 +338,7 @@ def parser() -> argparse.ArgumentParser:
     explain.add_argument("--size", help="H,W to resize the image to")
     explain.add_argument("--out", default="map.png", help="PNG: the input and one heatmap per method")
     explain.add_argument("--save-maps", help="also save the [B, H, W] heatmaps as a torch file")
+    _executor_arguments(explain)
     explain.set_defaults(handler=_explain)
     explain_text = commands.add_parser("explain-text", help="attribute a language model's output to prompt tokens")
     explain_text.add_argument("--model", required=True, help="local Hugging Face model folder (nothing is downloaded)")

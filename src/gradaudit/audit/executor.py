@@ -8,6 +8,7 @@ store, as each unit finishes; so resume and no-duplicates hold exactly as with `
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -91,8 +92,11 @@ class RayExecutor:
         self._started = not ray.is_initialized()
         try:
             if self._started:
+                # A local Ray's workers import the user's modules from the working directory, as the driver does.
+                paths = os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)
                 ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
-                         log_to_driver=False, configure_logging=False)
+                         log_to_driver=False, configure_logging=False,
+                         runtime_env={"env_vars": {"PYTHONPATH": paths}} if address is None else None)
         except ConnectionError as err:
             raise ValueError(f"--ray-address {address}: no Ray cluster found ({err}); start one with "
                              "`ray start --head`") from None
