@@ -131,7 +131,7 @@ def test_every_misfit_is_one_clear_error_line(tmp_path, capsys):
     text = tmp_path / "notes.pt"
     text.write_text("weights? no")
     assert "is not a torch file" in _error(capsys, *models(f"a=usernets:grey_cnn@{text}"))
-    assert "unknown scheme 'mnist'" in _error(capsys, "--data", "mnist:/x", "--out", str(tmp_path / "r"))
+    assert "unknown scheme 'imagenet'" in _error(capsys, "--data", "imagenet:/x", "--out", str(tmp_path / "r"))
     assert "does not exist" in _error(capsys, "--data", f"folder:{tmp_path / 'nowhere'}")
     (tmp_path / "empty").mkdir()
     assert "has no class subfolders" in _error(capsys, "--data", f"folder:{tmp_path / 'empty'}")
