@@ -332,3 +332,37 @@ def test_unlearn_command_end_to_end_deterministic_and_resumes_after_kill_9(tmp_p
     page = (out / "report.html").read_text()
     assert "Unlearning: UA = 1 - forget accuracy" in page and "Weight saliency" in page
     assert page.count("data:image/png;base64") >= 2 and "SalUn[anti-salient mask]" in page
+
+
+@pytest.mark.slow
+def test_unlearn_your_own_model_on_your_data(tmp_path, monkeypatch, capsys):
+    from gradaudit import models, train
+    from gradaudit.store import Store
+
+    (tmp_path / "mymodels.py").write_text("from gradaudit import models\n\n\ndef build():\n"
+                                          "    return models.small_cnn((1, 28, 28), 10, width=4)\n\n\n"
+                                          "def three():\n    return models.small_cnn((1, 28, 28), 3, width=4)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    part = data.load("mnist", "train")
+    torch.manual_seed(0)
+    model = train.fit(models.small_cnn((1, 28, 28), 10, width=4), part, epochs=1, progress=False)
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    out = tmp_path / "run"
+    base = ["unlearn", "--preset", "tiny", "--seeds", "1", "--scenarios", "class", "--out", str(out)]
+    assert cli.main([*base, "--models", f"mine=mymodels:build@{tmp_path / 'w.pt'}"]) == 0
+    saved = Store(out / "results.sqlite")
+    try:
+        rows = saved.rows("unlearning")
+        described = {r["what"]: r["description"] for r in saved.rows("inputs")}
+    finally:
+        saved.close()
+    assert len(rows) == 9 and {r["model"] for r in rows} == {"class/0"}
+    assert described["model mine"].startswith("mymodels:build with")
+    original = next(r for r in rows if r["method"] == "Original")
+    assert original["UA"] < 0.5 and next(r for r in rows if r["method"] == "Retrain")["UA"] == 1.0
+    capsys.readouterr()
+    torch.save(models.small_cnn((1, 28, 28), 3, width=4).state_dict(), tmp_path / "three.pt")
+    assert cli.main([*base[:-1], str(tmp_path / "other"), "--models",
+                     f"x=mymodels:three@{tmp_path / 'three.pt'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gradaudit: error: ") and err.count("\n") == 1 and "x" in err

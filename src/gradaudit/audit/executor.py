@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 EXECUTORS = ("local", "ray")
 CONNECT_SECONDS = 5.0
@@ -69,15 +71,28 @@ def _reachable(address: str) -> None:
                          "start a head node with `ray start --head` or give its address") from None
 
 
+def _token_auth_may_help(address: str | None) -> bool:
+    """An explicit address, no RAY_AUTH_MODE set, and a Ray token at hand (env or ~/.ray/auth_token)."""
+    token = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
+        (Path.home() / ".ray" / "auth_token").exists()
+    return address not in (None, "auto") and "RAY_AUTH_MODE" not in os.environ and bool(token)
+
+
 class RayExecutor:
     """Units as Ray tasks on a cluster (``address``: "auto" or HOST:PORT) or on a local Ray that starts
-    here and stops with ``close()`` (address None). A task whose worker dies is retried
+    here and stops with ``close()`` (address None); a Ray this process already runs is used as it is.
+    A task whose worker dies is retried
     (``max_retries``); one that raises is not, and is reported by name while the others finish."""
 
     name = "ray"
 
     def __init__(self, address: str | None = None, cpus_per_task: float = 1, gpus_per_task: float = 0,
                  max_retries: int = 3, num_cpus: int | None = None):
+        if _token_auth_may_help(address) and "ray" not in sys.modules:
+            # `ray start --head` (Ray 2.59+) turns token authentication on when a token file exists, but a
+            # client joining by HOST:PORT sends the token only with RAY_AUTH_MODE=token, read when ray is
+            # imported; a cluster without authentication accepts such a client too (checked with Ray 2.60).
+            os.environ["RAY_AUTH_MODE"] = "token"
         try:
             import ray
         except ImportError:
@@ -90,19 +105,26 @@ class RayExecutor:
         if address not in (None, "auto"):
             _reachable(address)
         self._started = not ray.is_initialized()
-        try:
-            if self._started:
-                # A local Ray's workers import the user's modules from the working directory, as the driver does.
-                paths = os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)
-                ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
-                         log_to_driver=False, configure_logging=False,
-                         runtime_env={"env_vars": {"PYTHONPATH": paths}} if address is None else None)
-        except ConnectionError as err:
-            raise ValueError(f"--ray-address {address}: no Ray cluster found ({err}); start one with "
-                             "`ray start --head`") from None
-        self.address = address or "local"
+        if self._started:
+            try:
+                self._connect(address, num_cpus)
+            except ConnectionError as err:
+                raise ValueError(f"--ray-address {address}: no Ray cluster found ({err}); start one with "
+                                 "`ray start --head` (a cluster with token authentication also needs "
+                                 "RAY_AUTH_MODE=token and its token in ~/.ray/auth_token or RAY_AUTH_TOKEN)") from None
+        self.address = (address or "local") if self._started else "the Ray this process had already started"
         cpus = ray.cluster_resources().get("CPU", 1)
         self.workers = max(1, int(cpus // cpus_per_task))
+
+    def _connect(self, address: str | None, num_cpus: int | None) -> None:
+        """Start a local Ray (address None; its workers import from the working directory, as the driver
+        does) or join the cluster at ``address``."""
+        if address is None:
+            paths = os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)
+            self._ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                           runtime_env={"env_vars": {"PYTHONPATH": paths}})
+        else:
+            self._ray.init(address=address, log_to_driver=False, configure_logging=False)
 
     def share(self, value):
         return self._ray.put(value)
