@@ -249,6 +249,9 @@ def test_every_unlearner_leaves_the_model_as_found_on_success_and_on_error():
     with pytest.raises(ValueError, match="masks must hold one bool tensor per trainable parameter"):
         unlearn.SalUn(masks={"0.weight": torch.ones(16, 6, dtype=torch.bool)}, epochs=1)(model, split.forget,
                                                                                           split.retain)
+    wrong_shape = {n: torch.ones(3, dtype=torch.bool) for n, _ in model.named_parameters()}
+    with pytest.raises(ValueError, match=r"of its shape \(0.weight \[16, 6\]"):
+        unlearn.SalUn(masks=wrong_shape, epochs=1)(model, split.forget, split.retain)
     assert_unchanged(model, before)
 
 

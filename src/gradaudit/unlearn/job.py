@@ -32,8 +32,9 @@ from .split import SCENARIOS, forget_split
 
 @dataclass(frozen=True)
 class UnlearnPreset:
-    """Every setting of an unlearning run. ``recipe`` trains the originals here (and is Retrain's
-    recipe); ``methods`` holds each unlearner's settings over its defaults. The quick preset's rates
+    """Every setting of an unlearning run. ``recipe`` trains the originals here, and Retrain takes its
+    epochs, lr, momentum, weight decay and batch size (always with SGD, as the authors' retrain);
+    ``methods`` holds each unlearner's settings over its defaults. The quick preset's rates
     were chosen on a pilot run (seed 100, not among the reported seeds) for its small CNN on the
     bundled digits: the authors' CIFAR-10 ResNet-18 values (the classes' defaults) overshoot here."""
 

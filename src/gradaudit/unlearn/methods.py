@@ -101,9 +101,11 @@ class Unlearner:
         params = trainable(new)
         for p in params.values():
             p.grad = None
-        if masks is not None and set(masks) != set(params):
-            raise ValueError(f"masks must hold one bool tensor per trainable parameter ({', '.join(params)}); "
-                             f"got {', '.join(masks)}")
+        if masks is not None and (set(masks) != set(params) or
+                                  any(masks[n].shape != p.shape for n, p in params.items())):
+            raise ValueError(f"masks must hold one bool tensor per trainable parameter, of its shape "
+                             f"({', '.join(f'{n} {list(p.shape)}' for n, p in params.items())}); got "
+                             f"{', '.join(f'{n} {list(m.shape)}' for n, m in masks.items())}")
         frozen = {n: p.detach().clone() for n, p in params.items()} if masks is not None else {}
         optimiser = recipe.optimizer_for(params.values())
         generator = torch.Generator().manual_seed(seed)
