@@ -114,6 +114,8 @@ def test_clear_errors_without_ray_or_with_bad_settings(monkeypatch, capsys, tmp_
         make_executor("local", "auto")
     with pytest.raises(ValueError, match="--ray-address must be auto or HOST:PORT"):
         make_executor("ray", "nowhere")
+    with pytest.raises(ValueError, match="--cpus-per-task must be > 0"):
+        make_executor("ray", None, 0)
     monkeypatch.setitem(sys.modules, "ray", None)
     assert cli.main(["audit", "--preset", "tiny", "--executor", "ray", "--out", str(tmp_path / "r")]) == 2
     assert "--executor ray needs Ray: pip install 'gradaudit[dist]'" in capsys.readouterr().err

@@ -81,13 +81,18 @@ def _token_auth_may_help(address: str | None) -> bool:
 class RayExecutor:
     """Units as Ray tasks on a cluster (``address``: "auto" or HOST:PORT) or on a local Ray that starts
     here and stops with ``close()`` (address None); a Ray this process already runs is used as it is.
-    A task whose worker dies is retried
-    (``max_retries``); one that raises is not, and is reported by name while the others finish."""
+    A task whose worker dies is retried (``max_retries``); one that raises is not, and is reported by
+    name while the others finish."""
 
     name = "ray"
 
     def __init__(self, address: str | None = None, cpus_per_task: float = 1, gpus_per_task: float = 0,
                  max_retries: int = 3, num_cpus: int | None = None):
+        if cpus_per_task <= 0 or gpus_per_task < 0:
+            raise ValueError(f"--cpus-per-task must be > 0 and --gpus-per-task >= 0; got {cpus_per_task}, "
+                             f"{gpus_per_task}")
+        if address not in (None, "auto"):
+            _reachable(address)
         if _token_auth_may_help(address) and "ray" not in sys.modules:
             # `ray start --head` (Ray 2.59+) turns token authentication on when a token file exists, but a
             # client joining by HOST:PORT sends the token only with RAY_AUTH_MODE=token, read when ray is
@@ -97,13 +102,8 @@ class RayExecutor:
             import ray
         except ImportError:
             raise ImportError("--executor ray needs Ray: pip install 'gradaudit[dist]' (or pip install ray)") from None
-        if cpus_per_task <= 0 or gpus_per_task < 0:
-            raise ValueError(f"--cpus-per-task must be > 0 and --gpus-per-task >= 0; got {cpus_per_task}, "
-                             f"{gpus_per_task}")
         self._ray = ray
         self.cpus_per_task, self.gpus_per_task, self.max_retries = cpus_per_task, gpus_per_task, max_retries
-        if address not in (None, "auto"):
-            _reachable(address)
         self._started = not ray.is_initialized()
         if self._started:
             try:
