@@ -56,6 +56,9 @@ def test_units_run_on_ray_and_results_come_back_to_the_driver(local_ray):
                   lambda unit, result: got.__setitem__(unit.name, result))
     assert {name: value.tolist() for name, value in got.items()} == {f"u{i}": [2.0 * i] * 3 for i in range(4)}
     assert local_ray.workers == 2
+    data = torch.arange(5.0)
+    assert local_ray.share((data, "a"), pins=(data,)) == local_ray.share((data, "b"), pins=(data,))  # put once
+    assert local_ray.share(data) != local_ray.share(data)
 
 
 def test_a_worker_killed_mid_task_is_retried(local_ray, tmp_path):

@@ -47,7 +47,7 @@ class LocalExecutor:
     name = "local"
     workers = 1
 
-    def share(self, value):
+    def share(self, value, pins: tuple = ()):
         return value
 
     def run(self, units: list[Unit], on_result: Callable[[Unit, object], None]) -> None:
@@ -103,6 +103,7 @@ class RayExecutor:
         except ImportError:
             raise ImportError("--executor ray needs Ray: pip install 'gradaudit[dist]' (or pip install ray)") from None
         self._ray = ray
+        self._shared = {}
         self.cpus_per_task, self.gpus_per_task, self.max_retries = cpus_per_task, gpus_per_task, max_retries
         self._started = not ray.is_initialized()
         if self._started:
@@ -126,8 +127,16 @@ class RayExecutor:
         else:
             self._ray.init(address=address, log_to_driver=False, configure_logging=False)
 
-    def share(self, value):
-        return self._ray.put(value)
+    def share(self, value, pins: tuple = ()):
+        """``value`` in Ray's object store; with ``pins`` (the tensors it is made of), once per run: a
+        later share of the same tensors returns the same object (they are kept alive, so no other
+        tensor can take their ids)."""
+        if not pins:
+            return self._ray.put(value)
+        key = tuple(id(p) for p in pins)
+        if key not in self._shared:
+            self._shared[key] = (pins, self._ray.put(value))
+        return self._shared[key][1]
 
     def run(self, units: list[Unit], on_result: Callable[[Unit, object], None]) -> None:
         ray = self._ray
@@ -151,6 +160,7 @@ class RayExecutor:
                               f"to retry): " + "; ".join(failed))
 
     def close(self) -> None:
+        self._shared.clear()
         if self._started and self._ray.is_initialized():
             self._ray.shutdown()
             self._started = False

@@ -144,7 +144,7 @@ def diffroar(methods, model: nn.Module, train, test, *, model_fn: Callable[[], n
                 ranks = [rank_pixels(m, seed) for m in scored]
                 if todo:
                     if shared_data is None:
-                        shared_data = executor.share((train, test))
+                        shared_data = executor.share((train, test), pins=(train.x, train.y, test.x, test.y))
                     shared_ranks = executor.share(ranks)
                     for part in _slices(todo, executor.workers):
                         units.append(Unit(f"{variant} ({model_name}) cells {part}", _retrain_cells,
