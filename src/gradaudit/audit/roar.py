@@ -125,7 +125,17 @@ def diffroar(methods, model: nn.Module, train, test, *, model_fn: Callable[[], n
     ceiling = _ceiling(model_fn, train, test, recipe, repeats, seed, model_name, store)
     executor = executor or LocalExecutor()
     shared_data = None
-    leaks, units, cells_of, finished = [], [], {}, {}
+    leaks, units, cells_of, finished, computed = [], [], {}, {}, {}
+
+    def write(unit: Unit, results: dict) -> None:
+        """Store a finished unit's cells at once (the driver alone writes)."""
+        variant, ties = finished[unit.name]
+        for (k, r), (top_acc, bottom_acc) in results.items():
+            row = {"top_accuracy": top_acc, "bottom_accuracy": bottom_acc, "diffroar": top_acc - bottom_acc,
+                   "saturated": saturated(top_acc, bottom_acc, ceiling, chance), "ceiling": ceiling,
+                   "chance": chance, "tied_share": ties, "tie_break": TIE_BREAK, "fill": str(fill)}
+            computed[(variant, k, r)] = memo(store, "diffroar", _key(model_name, variant, k, r), lambda row=row: row)
+
     for name, method in named_methods(methods).items():
         variants = {name: None} | ({f"{name}+blur": blurred} if blur_control else {})
         maps = None
@@ -146,31 +156,25 @@ def diffroar(methods, model: nn.Module, train, test, *, model_fn: Callable[[], n
                     if shared_data is None:
                         shared_data = executor.share((train, test), pins=(train.x, train.y, test.x, test.y))
                     shared_ranks = executor.share(ranks)
-                    for part in _slices(todo, executor.workers):
-                        units.append(Unit(f"{variant} ({model_name}) cells {part}", _retrain_cells,
-                                          (model_fn, shared_data, shared_ranks, part, fractions, fill, recipe, seed,
-                                           f"{variant} ({model_name})", progress and executor.name == "local")))
-                        finished[units[-1].name] = (variant, ties)
+                    mine = [Unit(f"{variant} ({model_name}) cells {part}", _retrain_cells,
+                                 (model_fn, shared_data, shared_ranks, part, fractions, fill, recipe, seed,
+                                  f"{variant} ({model_name})", progress and executor.name == "local"))
+                            for part in _slices(todo, executor.workers)]
+                    finished.update({unit.name: (variant, ties) for unit in mine})
+                    if executor.workers == 1:
+                        executor.run(mine, write)            # one at a time: this map's ranks are freed next
+                    else:
+                        units += mine
                 if leak_todo:
                     leaks += _leak(model_fn, train, test, _mask_maker(ranks, train, test), leak_todo, recipe, seed,
                                    model_name, variant, store)
             if leak_check and store is not None:
                 leaks += [store.get("diffroar_leak", {**leak_key, "fraction": k}) for k in fractions
                           if k not in leak_todo]
-    computed = {}
-
-    def write(unit: Unit, results: dict) -> None:
-        """Store a finished unit's cells at once (the driver alone writes)."""
-        variant, ties = finished[unit.name]
-        for (k, r), (top_acc, bottom_acc) in results.items():
-            row = {"top_accuracy": top_acc, "bottom_accuracy": bottom_acc, "diffroar": top_acc - bottom_acc,
-                   "saturated": saturated(top_acc, bottom_acc, ceiling, chance), "ceiling": ceiling,
-                   "chance": chance, "tied_share": ties, "tie_break": TIE_BREAK, "fill": str(fill)}
-            computed[(variant, k, r)] = memo(store, "diffroar", _key(model_name, variant, k, r), lambda row=row: row)
-
-    if units and progress and executor.name != "local":
-        print(f"  {len(units)} retraining units on {executor.workers} {executor.name} workers", flush=True)
-    executor.run(units, write)
+    if units:
+        if progress:
+            print(f"  {len(units)} retraining units on {executor.workers} {executor.name} workers", flush=True)
+        executor.run(units, write)
     rows = [computed.get((variant, k, r)) or store.get("diffroar", _key(model_name, variant, k, r))
             for variant, cells in cells_of.items() for k, r in cells]
     return AuditResult("diffroar", rows, {"leak": leaks})
