@@ -39,47 +39,61 @@ def evaluating(model: nn.Module):
             module.training = training
 
 
-def confidences(model: nn.Module, data: Examples, batch_size: int = 512) -> Tensor:
-    """Softmax probability of the true class [N], in eval mode; 0 where the output is not finite (a
-    diverged model claims nothing)."""
+def _predictions(model: nn.Module, data: Examples, batch_size: int = 512) -> tuple[Tensor, Tensor]:
+    """One eval-mode pass over ``data``: (correct [N] bool, softmax probability of the true class [N],
+    0 where the output is not finite: a diverged model claims nothing)."""
+    correct, confidence = [], []
     with evaluating(model):
-        parts = [model(data.x[s:s + batch_size]).softmax(1).gather(1, data.y[s:s + batch_size, None]).flatten()
-                 for s in range(0, len(data), batch_size)]
-    return torch.cat(parts).nan_to_num(0.0, 0.0, 0.0)
+        for s in range(0, len(data), batch_size):
+            logits, y = model(data.x[s:s + batch_size]), data.y[s:s + batch_size]
+            correct.append(logits.argmax(1) == y)
+            confidence.append(logits.softmax(1).gather(1, y[:, None]).flatten())
+    return torch.cat(correct), torch.cat(confidence).nan_to_num(0.0, 0.0, 0.0)
+
+
+def confidences(model: nn.Module, data: Examples) -> Tensor:
+    """Softmax probability of the true class [N], in eval mode (0 where the output is not finite)."""
+    return _predictions(model, data)[1]
+
+
+def _fit_membership(members: Tensor, outsiders: Tensor):
+    """The authors' classifier (sklearn ``SVC``, C = 3, RBF, gamma "auto") on confidences [N]: 1 = member."""
+    from sklearn.svm import SVC
+
+    features = torch.cat([members, outsiders]).double().numpy()[:, None]
+    return SVC(C=3, gamma="auto", kernel="rbf").fit(features, [1] * len(members) + [0] * len(outsiders))
+
+
+def _share(flags: Tensor) -> float:
+    """Share of True in ``flags``, as an exact ratio of counts."""
+    return int(flags.sum()) / len(flags)
+
+
+def _non_member_share(classifier, confidence: Tensor) -> float:
+    return float(1 - classifier.predict(confidence.double().numpy()[:, None]).mean())
 
 
 def membership_classifier(model: nn.Module, retain: Examples, test: Examples):
-    """The authors' confidence-based membership classifier (sklearn ``SVC``) for ``model``: predicts 1
-    (member) or 0 from a confidence column [N, 1]."""
-    from sklearn.svm import SVC
-
-    members = confidences(model, Examples(retain.x[:len(test)], retain.y[:len(test)]))
-    outsiders = confidences(model, test)
-    features = torch.cat([members, outsiders]).double().numpy()[:, None]
-    labels = [1] * len(members) + [0] * len(outsiders)
-    return SVC(C=3, gamma="auto", kernel="rbf").fit(features, labels)
+    """The confidence-based membership classifier for ``model``, fit on the first len(test) retain
+    examples (members) against ``test``; predicts 1 (member) or 0 from a confidence column [N, 1]."""
+    head = Examples(retain.x[:len(test)], retain.y[:len(test)])
+    return _fit_membership(confidences(model, head), confidences(model, test))
 
 
 def mia_efficacy(model: nn.Module, forget, retain, test) -> float:
     """Share of ``forget`` examples the membership classifier judges non-members (higher = forgotten)."""
     forget, retain, test = (as_examples(d, n) for d, n in ((forget, "forget"), (retain, "retain"), (test, "test")))
-    classifier = membership_classifier(model, retain, test)
-    return float(1 - classifier.predict(confidences(model, forget).double().numpy()[:, None]).mean())
-
-
-def _accuracy(model: nn.Module, data: Examples, batch_size: int = 512) -> float:
-    correct = 0
-    with evaluating(model):
-        for s in range(0, len(data), batch_size):
-            correct += (model(data.x[s:s + batch_size]).argmax(1) == data.y[s:s + batch_size]).sum().item()
-    return correct / len(data)
+    return _non_member_share(membership_classifier(model, retain, test), confidences(model, forget))
 
 
 def scores(model: nn.Module, forget, retain, test) -> dict[str, float]:
-    """UA, RA, TA and MIA-efficacy of ``model`` (see the module docstring)."""
+    """UA, RA, TA and MIA-efficacy of ``model`` (see the module docstring), one forward pass per set."""
     forget, retain, test = (as_examples(d, n) for d, n in ((forget, "forget"), (retain, "retain"), (test, "test")))
-    return {"UA": 1 - _accuracy(model, forget), "RA": _accuracy(model, retain), "TA": _accuracy(model, test),
-            "MIA": mia_efficacy(model, forget, retain, test)}
+    (forget_ok, forget_conf), (retain_ok, retain_conf), (test_ok, test_conf) = (
+        _predictions(model, part) for part in (forget, retain, test))
+    classifier = _fit_membership(retain_conf[:len(test)], test_conf)
+    return {"UA": 1 - _share(forget_ok), "RA": _share(retain_ok), "TA": _share(test_ok),
+            "MIA": _non_member_share(classifier, forget_conf)}
 
 
 def with_gaps(rows: list[dict], reference: str = "Retrain") -> list[dict]:
