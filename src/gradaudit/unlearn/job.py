@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .. import data, models, train
-from ..audit.pipeline import _save, _user_models
+from ..audit.pipeline import _trained, _user_models
 from ..audit.subjects import check_classes, check_classifier, parse_models
 from ..audit.unlearning import gap_table, unlearning
 from ..data.inputs import Examples
@@ -105,17 +105,15 @@ def methods_for(settings: UnlearnPreset, masks) -> list:
 
 
 def _original(settings: UnlearnPreset, train_set, classes: int, seed: int, out: Path, user) -> torch.nn.Module:
+    """The user's model, or this seed's small CNN trained here (loaded from ``OUT/models/`` on a rerun)."""
     if user is not None:
         return user
-    path = out / "models" / f"original-{seed}.pt"
-    torch.manual_seed(seed)
-    model = models.small_cnn(in_shape=tuple(train_set.x.shape[1:]), classes=classes, width=settings.width)
-    if path.exists():
-        model.load_state_dict(torch.load(path, weights_only=True))
-        return model.eval()
-    train.fit(model, train_set, train.Recipe.of(**settings.recipe), seed=seed, progress=False)
-    _save(model, path)
-    return model
+
+    def build():
+        return models.small_cnn(in_shape=tuple(train_set.x.shape[1:]), classes=classes, width=settings.width)
+
+    name = f"original-{seed}"
+    return _trained([name], build, train_set, settings.recipe, [seed], None, out / "models", "original")[name]
 
 
 def run(settings: UnlearnPreset, out: str | Path) -> dict:

@@ -150,22 +150,6 @@ def wrong_labels(y: Tensor, classes: int, generator: torch.Generator) -> Tensor:
 
 
 @dataclass
-class Retrain(Unlearner):
-    """The gold standard: a fresh network of the same architecture (``reset_parameters`` under the
-    seed) trained on the retain set only; the forget set is never read."""
-
-    epochs: int = 160
-    lr: float = 0.1
-
-    def start(self, model, forget, retain, seed):
-        return reinitialised(model, seed)
-
-    def batches(self, forget, retain, epoch, generator):
-        for x, y in _shuffled(retain, self.batch_size, generator):
-            yield Batch(x, y)
-
-
-@dataclass
 class FineTune(Unlearner):
     """Keep training on the retain set (catastrophic forgetting of the rest)."""
 
@@ -175,6 +159,18 @@ class FineTune(Unlearner):
     def batches(self, forget, retain, epoch, generator):
         for x, y in _shuffled(retain, self.batch_size, generator):
             yield Batch(x, y)
+
+
+@dataclass
+class Retrain(FineTune):
+    """The gold standard: FineTune's steps on the retain set, from a fresh network of the same
+    architecture (``reset_parameters`` under the seed); the forget set is never read."""
+
+    epochs: int = 160
+    lr: float = 0.1
+
+    def start(self, model, forget, retain, seed):
+        return reinitialised(model, seed)
 
 
 @dataclass
