@@ -37,7 +37,7 @@ def assert_unchanged(model, before):
         assert torch.equal(after["state"][key], value), key
 
 
-def diffroar_rows(path, audit="diffroar"):
+def stored_rows(path, audit="diffroar"):
     """(key, row) of every row of ``audit`` in a run's store, in the order written ([] before it exists)."""
     import sqlite3
 
@@ -58,9 +58,9 @@ def kill_once_rows_appear(process, store, timeout=300, audit="diffroar"):
     import time
 
     deadline = time.time() + timeout
-    while not diffroar_rows(store, audit) and time.time() < deadline and process.poll() is None:
+    while not stored_rows(store, audit) and time.time() < deadline and process.poll() is None:
         time.sleep(0.02)
     assert process.poll() is None, "the run finished before it could be interrupted:\n" + process.stdout.read()
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    return diffroar_rows(store, audit)
+    return stored_rows(store, audit)

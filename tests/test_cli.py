@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import diffroar_rows, kill_once_rows_appear
+from helpers import kill_once_rows_appear, stored_rows
 
 from gradaudit.report import write_report
 from gradaudit.store import Store
@@ -29,7 +29,7 @@ def test_tiny_audit_writes_a_report_and_resumes_after_kill_9(tmp_path):
     second = gradaudit(*args)
     output, _ = second.communicate(timeout=600)
     assert second.returncode == 0, output
-    after = diffroar_rows(store)
+    after = stored_rows(store)
     assert after[:len(before)] == before              # nothing recomputed, nothing lost
     assert len(after) == len({k for k, _ in after}) == cells   # complete, no duplicates
     assert "Signal mass of Saliency" in output and "report:" in output

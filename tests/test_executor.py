@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import diffroar_rows, kill_once_rows_appear
+from helpers import kill_once_rows_appear, stored_rows
 
 from gradaudit import cli, data, methods, models
 from gradaudit.audit import diffroar
@@ -136,7 +136,7 @@ def test_driver_killed_mid_sweep_resumes_without_repeating_cells(tmp_path):
     assert 0 < len(before) < cells
     second = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout + second.stderr
-    after = diffroar_rows(out / "results.sqlite")
+    after = stored_rows(out / "results.sqlite")
     assert after[:len(before)] == before and len(after) == len(set(after)) == cells
     saved = Store(out / "results.sqlite")
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from datafiles import cifar10_folder, idx_folder, npz_file
-from helpers import diffroar_rows, kill_once_rows_appear
+from helpers import kill_once_rows_appear, stored_rows
 
 from gradaudit import cli, data, train
 from gradaudit.store import Store
@@ -47,7 +47,7 @@ def test_idx_files_and_user_models_end_to_end_with_resume_after_kill_9(tmp_path)
     assert 0 < len(before) < cells
     second = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     assert second.returncode == 0, second.stdout + second.stderr
-    after = diffroar_rows(store)
+    after = stored_rows(store)
     assert after[:len(before)] == before and len(after) == len(set(after)) == cells
     saved = Store(store)
     try:

@@ -10,7 +10,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from helpers import assert_unchanged, diffroar_rows, kill_once_rows_appear, snapshot
+from helpers import assert_unchanged, kill_once_rows_appear, snapshot, stored_rows
 from torch import nn
 
 from gradaudit import cli, data, unlearn
@@ -313,7 +313,7 @@ def test_bundled_mnist_spec_is_a_stratified_seeded_split():
 
 def _rows(store):
     return [(key, {k: v for k, v in json.loads(row).items() if k != "seconds"})
-            for key, row in diffroar_rows(store, "unlearning")]
+            for key, row in stored_rows(store, "unlearning")]
 
 
 @pytest.mark.slow

@@ -114,8 +114,6 @@ def plot_activation_profiles(table, ax=None):
     return fig
 
 
-
-
 def _means_with_intervals(table, value, group, ax, title, ylabel):
     """Bars of ``value``'s mean per ``group`` value, one colour per scenario, with 95% intervals."""
     import numpy as np
