@@ -13,7 +13,8 @@ import torch
 
 from gradaudit import data, methods, models
 from gradaudit.audit import diffroar
-from gradaudit.audit.executor import LocalExecutor, RayExecutor, Unit
+from gradaudit.jobs.executor import RayExecutor
+from gradaudit.units import LocalExecutor, Unit
 
 
 def _sweep(executor, n_methods: int, repeats: int, epochs: int, fractions=(0.05, 0.1, 0.2)) -> tuple[float, int]:

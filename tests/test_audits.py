@@ -91,10 +91,44 @@ def test_diffroar_ranks_the_oracle_above_random(blocks, net, tmp_path):
     assert [r["diffroar"] for r in again.rows] == [r["diffroar"] for r in rows_before if r["method"] == "oracle"]
 
 
-def test_blur_control_adds_a_blurred_variant(blocks, net):
+def _ranked_by(scores, keep, top):
+    """Per image, whether the pixels ``keep`` [N, P] kept are the ``top`` (else bottom) ones by ``scores``
+    [N, P]: every kept score >= (<=) every removed one (1e-6 slack for rounding; ties may go either way)."""
+    kept_low = torch.where(keep, scores, torch.inf).min(1).values
+    kept_high = torch.where(keep, scores, -torch.inf).max(1).values
+    removed_low = torch.where(keep, torch.inf, scores).min(1).values
+    removed_high = torch.where(keep, -torch.inf, scores).max(1).values
+    return kept_low >= removed_high - 1e-6 if top else kept_high <= removed_low + 1e-6
+
+
+def test_blur_control_adds_a_blurred_variant(blocks, net, monkeypatch):
+    from gradaudit.audit import roar
+
+    trained_on = []                                      # each variant's keep-masks [top, bottom] of the training set
+    fit = roar.fit_ensemble
+
+    def spy_fit(model_fn, x, y, keep, *args, **kwargs):
+        if keep is not None:                             # a variant's retraining (the ceiling is trained unmasked)
+            trained_on.append(keep.flatten(2))
+        return fit(model_fn, x, y, keep, *args, **kwargs)
+
+    monkeypatch.setattr(roar, "fit_ensemble", spy_fit)
     result = audit.diffroar({"oracle": Oracle()}, net, *blocks, model_fn=lambda: models.mlp((1, 56, 28), 2, hidden=8),
                             fractions=(0.1,), repeats=1, epochs=1, fill=0.0, blur_control=True, progress=False)
     assert [r["method"] for r in result.rows] == ["oracle", "oracle+blur"]
+    # The oracle's map is 1 on the signal block and 0 elsewhere; blurred (sigma 2, as diffroar) it stays 1
+    # only 6+ rows away from the other block, so its top 10% avoid the rows next to the block boundary
+    # that a ranking by the raw map (1 on the whole block) picks at random.
+    raw = Oracle()(net, blocks[0].x)[:, 0]
+    smooth = audit.blurred(raw)
+    raw, smooth = raw.flatten(1), smooth.flatten(1)
+    assert len(trained_on) == 2
+    for variant, scores, masks in (("oracle", raw, trained_on[0]), ("oracle+blur", smooth, trained_on[1])):
+        for keep, top in zip(masks, (True, False), strict=True):
+            ok = _ranked_by(scores, keep, top)
+            assert ok.all(), f"{variant} {'top' if top else 'bottom'}: {int((~ok).sum())}/{len(ok)} images misranked"
+    assert _ranked_by(smooth, trained_on[0][0], top=True).float().mean() < 0.1   # raw ranking != blurred ranking
+    assert (trained_on[1][0] != trained_on[0][0]).any(1).all()
     assert torch.allclose(audit.blurred(torch.full((1, 9, 9), 0.3), sigma=1.0), torch.full((1, 9, 9), 0.3))
     spike = torch.zeros(1, 15, 15)
     spike[0, 7, 7] = 1.0

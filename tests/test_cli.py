@@ -71,6 +71,28 @@ def test_cli_errors_are_clear(tmp_path):
     result = subprocess.run([sys.executable, "-m", "gradaudit", "audit", "--preset", "tiny", "--methods", "magic"],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "unknown method 'magic'" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "gradaudit", "audit", "--preset", "tiny", "--recipe", "speed=9"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "--recipe: unknown training setting 'speed'" in result.stderr
+
+
+def test_only_bad_input_becomes_one_line_and_a_bug_keeps_its_traceback(monkeypatch, tmp_path, capsys):
+    from gradaudit import cli
+    from gradaudit.errors import UsageError
+
+    def bug(settings, out):
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'NoneType'")
+
+    monkeypatch.setattr("gradaudit.jobs.audit.run", bug)
+    with pytest.raises(TypeError, match="unsupported operand"):
+        cli.main(["audit", "--preset", "tiny", "--out", str(tmp_path / "r")])
+
+    def bad_input(settings, out):
+        raise UsageError("--data: the test split is empty")
+
+    monkeypatch.setattr("gradaudit.jobs.audit.run", bad_input)
+    assert cli.main(["audit", "--preset", "tiny", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == "gradaudit: error: --data: the test split is empty\n"
 
 
 def test_recommend_ranks_methods_for_a_user_model(tmp_path):
@@ -90,19 +112,24 @@ def test_recommend_ranks_methods_for_a_user_model(tmp_path):
                              "--neighbourhood", "gaussian:0.001,occlusion", "--examples", "4", "--samples", "64"],
                             capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
-    blocks = result.stdout.split("neighbourhood ")[1:]
-    scores = [{line.split()[1]: float(line.split()[2]) for line in block.splitlines()[1:] if line.strip()}
-              for block in blocks]
+    blocks = result.stdout.split("\nneighbourhood ")[1:]
+    ranked = [[line for line in block.splitlines()[1:] if line.strip()[:2].rstrip(".").isdigit()] for block in blocks]
+    scores = [{line.split()[1]: float(line.split()[2]) for line in lines} for lines in ranked]
+    assert all(len(s) == 8 for s in scores)
     assert scores[0]["Gradient"] <= min(scores[0].values()) + 1e-9        # each neighbourhood's own method wins
     assert scores[1]["Occlusion"] <= min(scores[1].values()) + 1e-9       # (ties allowed)
-    assert "<- recommended" in blocks[0]
+    assert "95% interval over 4 examples" in blocks[0]
+    best = [line.split()[1] for line in ranked[0] if line.endswith(("<- recommended", "<- tied for best"))]
+    assert "Gradient" in best                        # 4 examples: a winner only where the paired interval says so
+    assert ("<- recommended" in blocks[0]) == (len(best) == 1)
     bad = subprocess.run([sys.executable, "-m", "gradaudit", "recommend", "--model", "nomodule"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "package.module:factory" in bad.stderr
 
 
 def test_audit_with_faithfulness_stores_and_reports_it(tmp_path):
-    from gradaudit.audit.pipeline import preset, run
+    from gradaudit.jobs.audit import run
+    from gradaudit.jobs.presets import preset
 
     run(preset("tiny", faithfulness=True, fractions=(0.1,), methods=("saliency",)), tmp_path)
     store = Store(tmp_path / "results.sqlite")

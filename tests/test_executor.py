@@ -15,8 +15,9 @@ from helpers import kill_once_rows_appear, stored_rows
 
 from gradaudit import cli, data, methods, models
 from gradaudit.audit import diffroar
-from gradaudit.audit.executor import LocalExecutor, RayExecutor, Unit, UnitsFailed, make_executor
+from gradaudit.jobs.executor import RayExecutor, make_executor
 from gradaudit.store import Store
+from gradaudit.units import LocalExecutor, Unit, UnitsFailed
 
 ray = pytest.importorskip("ray")
 TESTS = Path(__file__).parent
@@ -122,6 +123,22 @@ def test_clear_errors_without_ray_or_with_bad_settings(monkeypatch, capsys, tmp_
     monkeypatch.setitem(sys.modules, "ray", None)
     assert cli.main(["audit", "--preset", "tiny", "--executor", "ray", "--out", str(tmp_path / "r")]) == 2
     assert "--executor ray needs Ray: pip install 'gradaudit[dist]'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_local_run_resumed_on_ray_recomputes_nothing(tmp_path, local_ray, monkeypatch):
+    out = tmp_path / "run"
+    args = ["audit", "--preset", "tiny", "--seeds-per-model", "1", "--methods", "saliency,random", "--fractions",
+            "0.1", "--repeats", "1", "--out", str(out)]
+    assert cli.main(args) == 0
+    before = stored_rows(out / "results.sqlite")
+
+    def no_units(self, units, on_result):
+        assert not units, f"a resumed run submitted {[u.name for u in units]}"
+
+    monkeypatch.setattr(RayExecutor, "run", no_units)
+    assert cli.main([*args, "--executor", "ray", "--cpus-per-task", "1"]) == 0
+    assert stored_rows(out / "results.sqlite") == before
 
 
 @pytest.mark.slow

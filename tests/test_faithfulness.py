@@ -64,3 +64,20 @@ def test_neighbourhoods_and_errors(setting):
     assert ((occluded == 0).flatten(1).sum(1) == 1).all()
     masked = audit.Neighbourhood("mask:0.5").sample(x, e.repeat(50), torch.arange(300) // 6, draws)
     assert 0.4 < (masked != 0).double().mean() < 0.6
+
+
+def test_a_method_is_recommended_only_where_its_paired_lead_excludes_zero():
+    from gradaudit.audit import recommendation
+
+    def row(method, values):
+        return {"neighbourhood": "h", "method": method, "unexplained": sum(values) / len(values),
+                "unexplained_each": values}
+
+    clear = [row("A", [0.10, 0.20, 0.30, 0.40]), row("B", [0.20, 0.31, 0.39, 0.50]), row("C", [0.9] * 4)]
+    verdict = recommendation(clear, "h")
+    assert verdict.recommended == "A" and verdict.ranking == ("A", "B", "C")
+    assert verdict.margin.mean == pytest.approx(0.1) and verdict.margin.low > 0   # paired: B - A = 0.1 +- 0.01
+    # The same means, unpaired noise: B's lead over A flips sign between examples, so A and B are tied; C is not.
+    noisy = [row("A", [0.10, 0.20, 0.30, 0.40]), row("B", [0.40, 0.00, 0.50, 0.22]), row("C", [0.9] * 4)]
+    verdict = recommendation(noisy, "h")
+    assert verdict.recommended is None and verdict.tied == ("A", "B") and verdict.margin.low < 0 < verdict.margin.high

@@ -88,7 +88,8 @@ def test_cifar10_binaries_with_batchnorm_models_a_layer_method_and_a_recipe(tmp_
 
 
 def test_without_models_the_pair_is_trained_on_the_users_data(tmp_path):
-    from gradaudit.audit.pipeline import preset, run
+    from gradaudit.jobs.audit import run
+    from gradaudit.jobs.presets import preset
 
     npz_file(tmp_path / "d.npz")
     run(preset("tiny", data=f"npz:{tmp_path / 'd.npz'}", methods=("saliency", "random"), fractions=(0.2,),
@@ -185,7 +186,7 @@ def test_checking_a_model_leaves_it_as_found():
     from helpers import assert_unchanged, snapshot
     from usernets import colour_cnn
 
-    from gradaudit.audit.subjects import check_classifier
+    from gradaudit.jobs.subjects import check_classifier
 
     model = colour_cnn()
     model[1].eval()                                  # mixed modes: the BatchNorm in eval, the rest training
@@ -216,4 +217,4 @@ def test_recommend_reads_a_dataset_spec(tmp_path, capsys):
     code = cli.main(["recommend", "--model", "usernets:grey_cnn", "--weights", str(tmp_path / "w.pt"), "--data",
                      f"idx:{tmp_path / 'idx'}", "--examples", "2", "--samples", "16"])
     out = capsys.readouterr().out
-    assert code == 0 and "<- recommended" in out and "IntegratedGradients" in out
+    assert code == 0 and ("<- recommended" in out or "<- tied for best" in out) and "IntegratedGradients" in out

@@ -8,8 +8,10 @@ from helpers import assert_close_rel, assert_unchanged, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nets import double, resnet_like, small_cnn, twin
+from torch import nn
 
 import gradaudit as ga
+from gradaudit.methods.path import quadrature
 
 INPUT_METHODS = [
     ga.Saliency(), ga.InputXGradient(), ga.IntegratedGradients(steps=5), ga.SmoothGrad(samples=3),
@@ -77,10 +79,51 @@ def test_float32_and_float64_agree(dtype, batch, size):
     assert_close_rel(out, ref, 1e-4 if dtype == torch.float32 else 1e-10)
 
 
+def _exact_linear(dtype):
+    """Flatten + Linear(16, 2) with weights in multiples of 1/16 and no bias: exact in bfloat16, so its
+    input gradient for class 0 is exactly w = (0, 1/16, ..., 15/16) whatever the dtype."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.arange(32).view(2, 16) / 16)
+        model[1].bias.zero_()
+    return model.to(dtype).eval()
+
+
+def _added_one_at_a_time(terms, dtype):
+    """The sum of ``terms`` in an accumulator of ``dtype``, rounded after every addition."""
+    total = torch.zeros_like(terms[0], dtype=dtype)
+    for term in terms:
+        total = total + term.to(dtype)
+    return total
+
+
 def test_bfloat16_inputs_work_and_accumulate_in_float32():
     model, x = small_cnn().to(torch.bfloat16), torch.randn(2, 1, 8, 8).to(torch.bfloat16)
     out = ga.SmoothGrad(samples=4)(model, x, 0)
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+
+    # Many samples / steps, each pass one sample of the 3 examples (batch_size=3, as for a model too big
+    # for more rows): every per-sample contribution is added to the accumulator on its own. On a linear
+    # model each contribution is exact in bfloat16 (SmoothGrad: w; IG step k: w * weight_k rounded), so the
+    # only error left is how they are summed. A bfloat16 sum (8 significant bits) stalls once the total
+    # is large next to a term; a float32 sum does not.
+    torch.manual_seed(0)
+    x = torch.randn(3, 1, 4, 4).to(torch.bfloat16)
+    w = _exact_linear(torch.bfloat16)[1].weight[0].view(1, 1, 4, 4)
+    samples, steps, rel = 100, 128, 5e-3
+    weights = torch.as_tensor(quadrature("gausslegendre", steps)[1], dtype=torch.bfloat16)
+    cases = [(ga.SmoothGrad(samples=samples, noise=0.1), [w] * samples, lambda total: total / samples),
+             (ga.IntegratedGradients(steps=steps), [w * k for k in weights], lambda total: x * total)]
+    for method, terms, finish in cases:
+        reference = method(_exact_linear(torch.float64), x.double(), 0)         # float64 throughout
+        out = method(_exact_linear(torch.bfloat16), x, 0, batch_size=len(x))
+        assert out.dtype == torch.bfloat16
+        assert_close_rel(out, reference, rel)
+        # The tolerance separates the two accumulators: the same terms summed in float32 pass it,
+        # summed in bfloat16 they miss it (SmoothGrad ~8% off, IG ~2.5%; float32: <= 0.2%, the output's rounding).
+        assert_close_rel(finish(_added_one_at_a_time(terms, torch.float32)).expand_as(x), reference, rel)
+        with pytest.raises(AssertionError, match="max abs error"):
+            assert_close_rel(finish(_added_one_at_a_time(terms, torch.bfloat16)).expand_as(x), reference, rel)
 
 
 # layer1, not layer2: right before pooling + linear the gradient is the same for every input.

@@ -85,14 +85,58 @@ def test_mask_leak_is_at_chance_for_random_masks_and_high_for_a_class_mask():
     assert abs(accuracy[0].item() - 0.5) < 0.15 and accuracy[1].item() > 0.95
 
 
-def test_diffroar_with_road_fill_trains_on_imputed_images():
+def _shown(x, keep, fill):
+    """Every image of ``x`` as model m of an ensemble sees it: its own batches' ``where(keep[m], x, fill)``."""
+    from gradaudit.train import ensemble
+
+    every = torch.arange(len(x)).expand(len(keep), -1)
+    return ensemble.masked_inputs(x, keep, fill, torch.arange(len(keep)).view(-1, 1), every)
+
+
+def _assert_road_imputed(x, keep, shown, mean):
+    """``shown[m]`` is ``x`` with the pixels outside ``keep[m]`` replaced by ROAD's imputation: the
+    noise-free linear solve plus 0.01 * N(0, 1) noise (so neither 0 nor the mean where it differs)."""
+    assert len(shown) == 2                                     # top-k and bottom-k kept, one level
+    for m in range(len(shown)):
+        removed = ~keep[m].expand_as(x)
+        assert removed.float().mean().item() == pytest.approx(0.5, abs=0.01)
+        assert torch.equal(shown[m][~removed], x[~removed])                  # kept pixels untouched
+        changed = shown[m] != x
+        assert not (shown[m][changed] == 0).any(), "removed pixels filled with zeros"
+        assert not (shown[m][changed] == mean).any(), "removed pixels filled with the mean"
+        assert changed[removed].float().mean() > 0.99             # the noise moves (nearly) every removed pixel
+        noise = (shown[m] - noisy_linear_impute(x, removed, noise=0.0))[removed]
+        assert noise.abs().max() < 0.06 and abs(noise.mean().item()) < 1e-3, (noise.abs().max(), noise.mean())
+        assert noise.std().item() == pytest.approx(0.01, rel=0.05)
+
+
+def test_diffroar_with_road_fill_trains_on_imputed_images(monkeypatch):
     from gradaudit import data
+    from gradaudit.audit import roar
 
     train, test = data.blockmnist("train", copies=1), data.blockmnist("test", copies=1)
-    train.x, train.y, test.x, test.y = train.x[:200], train.y[:200], test.x[:100], test.y[:100]
+    train.x, train.y, test.x, test.y = train.x[:64], train.y[:64], test.x[:32], test.y[:32]
+    seen = {"train": [], "test": []}
+    fit, accuracy = roar.fit_ensemble, roar.ensemble_accuracy
+
+    def spy_fit(model_fn, x, y, keep, fill, *args, **kwargs):      # the retraining, not the ceiling or leak check
+        if keep is not None and torch.equal(x, train.x):
+            seen["train"].append((x, keep, _shown(x, keep, fill)))
+        return fit(model_fn, x, y, keep, fill, *args, **kwargs)
+
+    def spy_accuracy(models, x, y, keep=None, fill=0.0, *args, **kwargs):
+        if keep is not None and torch.equal(x, test.x):
+            seen["test"].append((x, keep, _shown(x, keep, fill)))
+        return accuracy(models, x, y, keep, fill, *args, **kwargs)
+
+    monkeypatch.setattr(roar, "fit_ensemble", spy_fit)
+    monkeypatch.setattr(roar, "ensemble_accuracy", spy_accuracy)
     result = audit.diffroar({"random": ga.Random()}, torch.nn.Identity(), train, test, fill="road", fractions=(0.5,),
                             repeats=1, epochs=1, leak_check=True, progress=False,
                             model_fn=lambda: models.mlp((1, 56, 28), 2, hidden=8))
+    assert len(seen["train"]) == 1 and len(seen["test"]) == 1
+    for x, keep, shown in seen["train"] + seen["test"]:
+        _assert_road_imputed(x, keep, shown, train.x.mean())
     row = result.rows[0]
     assert row["fill"] == "road" and 0 <= row["bottom_accuracy"] <= 1 and 0 <= row["top_accuracy"] <= 1
     assert row["tie_break"] == "random (seeded)" and row["tied_share"] < 0.01

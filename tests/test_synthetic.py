@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from gradaudit import audit, data
-from gradaudit.audit.pipeline import PRESETS, preset, run
+from gradaudit.jobs.audit import run
+from gradaudit.jobs.presets import PRESETS, preset
 from gradaudit.report.reading import claims
 from gradaudit.store import Store
 

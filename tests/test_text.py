@@ -102,8 +102,9 @@ def test_multi_token_contrast_runs_one_sequence_per_branch(tx):
 
 
 @pytest.mark.parametrize("method", [ga.IntegratedGradients(steps=8), ga.InputXGradient(),
-                                    ga.SmoothGrad(ga.InputXGradient(), samples=3, sigma=0.0)],
-                         ids=["ig", "ixg", "smoothgrad"])
+                                    ga.SmoothGrad(ga.InputXGradient(), samples=3, sigma=0.0), ga.DeepLift(),
+                                    ga.Occlusion(window=2, stride=1), ga.KernelSHAP(samples=16)],
+                         ids=["ig", "ixg", "smoothgrad", "deeplift", "occlusion", "kernelshap"])
 def test_padded_batch_equals_one_by_one(tx, method):
     prompts, targets = [PROMPT, "a cat", "one two three four five six seven"], [" paris", " sat on the mat", " eight"]
     batch = tx.explain(prompts, targets, method)
@@ -272,7 +273,27 @@ def test_reagent_with_a_masked_lm_replacer(tx, tokenizer):
     config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1,
                                      num_attention_heads=2, intermediate_size=32)
     mlm = transformers.BertForMaskedLM(config).eval()
+    # A random masked LM spreads its mass over all 30k tokens, so "among its top k" would prove little.
+    # Favour five tokens (one of them a prompt token, which must never replace itself): its top
+    # candidates then hold the mass, and a replacement from anywhere else did not come from it.
+    favoured = tokenizer.convert_tokens_to_ids(["capital", "city", "town", "river", "king"])
+    with torch.no_grad():
+        mlm.cls.predictions.bias[favoured] += 40 + torch.tensor([8.0, 4, 2, 1, 1]).log()
     replacer = text.MaskedLMReplacer(mlm, tokenizer.mask_token_id)
+    ids = torch.tensor(tx.encode(PROMPT)).expand(128, -1)
+    replace = torch.rand(ids.shape, generator=torch.Generator().manual_seed(1)) < 0.5
+    drawn = replacer(ids.clone(), replace, torch.Generator().manual_seed(2))
+    with torch.no_grad():                   # the masked LM's own view: replaced positions masked, original excluded
+        logits = mlm(input_ids=torch.where(replace, tokenizer.mask_token_id, ids)).logits
+    probs = torch.softmax(logits.scatter(-1, ids[..., None], -torch.inf), -1)[replace]      # [N, vocab]
+    top = probs.topk(len(favoured), dim=-1)
+    assert (top.values.sum(-1) > 1 - 1e-6).all()                    # the premise: 5 candidates hold the mass
+    assert torch.equal(drawn[~replace], ids[~replace])
+    assert (drawn[replace] != ids[replace]).all()
+    assert (top.indices == drawn[replace][:, None]).any(-1).all()   # every replacement is a top candidate
+    counts = torch.bincount(drawn[replace], minlength=len(tokenizer))[favoured].double()
+    expected = probs[:, favoured].sum(0).double()                   # sampled in proportion, not just the argmax
+    assert ((counts - expected).abs() <= 4 * expected.sqrt() + 1).all()
     r = text.reagent(tx, PROMPT, " paris", runs=4, max_steps=5, replacer=replacer)
     assert r.scores.shape == (5,) and torch.isfinite(r.scores).all()
 
@@ -309,6 +330,11 @@ def test_classifier_targets(tokenizer, tmp_path):
     assert r.score == pytest.approx(float(logits[2]), rel=1e-9)
     assert abs(r.delta) < 1e-6 * max(1.0, abs(r.score - r.baseline_score))
     assert tx.explain(sentence, None, ga.InputXGradient()).score == pytest.approx(float(logits.max()), rel=1e-9)
+    smooth = ga.SmoothGrad(ga.InputXGradient(), samples=2, sigma=0.0)      # runs its method on row subsets
+    pair = tx.explain([sentence, "bad"], [0, 2], smooth)
+    assert [r.score for r in pair] == pytest.approx([tx.explain(s, c, smooth).score for s, c in (
+        (sentence, 0), ("bad", 2))], rel=1e-9)
+    assert torch.allclose(pair[1].scores, tx.explain("bad", 2, smooth).scores, rtol=1e-7, atol=1e-12)
     contrast = tx.score(sentence, text.Contrast(0, 1))
     assert float(contrast) == pytest.approx(float(logits[0] - logits[1]), rel=1e-9)
     with pytest.raises(ValueError, match="out of range"):

@@ -3,7 +3,8 @@
 import pytest
 from scipy import stats
 
-from gradaudit.audit.pipeline import preset, run
+from gradaudit.jobs.audit import run
+from gradaudit.jobs.presets import preset
 from gradaudit.report.reading import claims
 from gradaudit.store import Store
 

@@ -37,6 +37,22 @@ from .methods import (
 
 __version__ = "0.1.0"
 
+SUBPACKAGES = ("audit", "data", "models", "train", "unlearn", "text", "report")
+
+
+def __getattr__(name: str):
+    """``ga.data``, ``ga.audit``, ... as the README writes them, imported on first use (import time stays
+    that of the methods alone)."""
+    if name in SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'gradaudit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *SUBPACKAGES])
+
 __all__ = [
     "config", "Contrast", "heatmap", "Method", "LayerMethod", "Saliency", "InputXGradient",
     "GuidedBackprop", "Deconvnet", "IntegratedGradients", "SmoothGrad", "GradCAM",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .audit.executor import UnitsFailed
+from .jobs.registry import LAYER_METHODS, METHODS, TEXT_METHODS
+from .units import UnitsFailed
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -51,9 +52,9 @@ def _recipe(text: str | None) -> dict | None:
 
 
 def _audit(args) -> int:
-    from .audit.pipeline import preset, run
+    from .jobs import audit, presets
 
-    settings = preset(
+    settings = presets.preset(
         args.preset, methods=tuple(args.methods.split(",")) if args.methods else None,
         fractions=_floats(args.fractions) if args.fractions else None, repeats=args.repeats,
         seed=args.seed, source=args.mnist, faithfulness=args.faithfulness or None,
@@ -63,172 +64,59 @@ def _audit(args) -> int:
         trust_pickle=args.trust_pickle or None, eps=args.eps, executor=args.executor, ray_address=args.ray_address,
         cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
     )
-    numbers = run(settings, args.out)
-    print("\nresult (95% intervals; verdicts follow them):")
-    for line in numbers["lines"]:
-        print(f"  - {line}")
-    print(f"finished in {numbers['seconds']:.0f}s; report: {numbers['report']}")
+    audit.print_summary(audit.run(settings, args.out))
     return 0
 
 
 def _unlearn(args) -> int:
-    from .unlearn.job import run, unlearn_preset
+    from .jobs import presets, unlearn
 
-    settings = unlearn_preset(
+    settings = presets.unlearn_preset(
         args.preset, data=args.data, models=args.models, test_fraction=args.test_fraction, size=_size(args.size),
         trust_pickle=args.trust_pickle or None, seeds=args.seeds, threshold=args.threshold,
         scenarios=tuple(args.scenarios.split(",")) if args.scenarios else None,
         forget_fraction=args.forget_fraction, seed=args.seed,
     )
-    numbers = run(settings, args.out)
-    print("\nmeans over seeds with 95% intervals; gap = mean |metric - Retrain's| over UA, RA, TA, MIA:")
-    for row in numbers["table"]:
-        gap = row["gap"].text() if "gap" in row else "(reference)"
-        print(f"  {row['scenario']:>6} {row['method']:26} UA {row['UA'].mean:.3f}  RA {row['RA'].mean:.3f}  "
-              f"TA {row['TA'].mean:.3f}  MIA {row['MIA'].mean:.3f}  gap {gap}")
-    for line in numbers["lines"]:
-        print(f"  - {line}")
-    print(f"finished in {numbers['seconds']:.0f}s; report: {numbers['report']}")
+    unlearn.print_summary(unlearn.run(settings, args.out))
     return 0
 
 
 def _recommend(args) -> int:
-    from . import data as datasets
-    from .audit.faithfulness import local_faithfulness
-    from .audit.pipeline import linear_methods
-    from .loading import load_model, load_tensor_file
+    from .jobs.recommend import print_ranking, recommend
 
-    model = load_model(args.model, args.weights, args.trust_pickle)
-    if args.data and args.data.partition(":")[0] in datasets.SCHEMES:
-        inputs = datasets.load(args.data, "test", size=_size(args.size), trust_pickle=args.trust_pickle).x
-    else:
-        inputs = load_tensor_file(args.data, args.trust_pickle) if args.data else datasets.blockmnist("test").x
     hoods = args.neighbourhood.split(",")
-    result = local_faithfulness(linear_methods(), model, inputs, neighbourhoods=hoods, samples=args.samples,
-                                limit=args.examples)
-    table = result.table()
-    for hood in hoods:
-        ranking = table[table.neighbourhood == hood].sort_values("unexplained")
-        print(f"\nneighbourhood {hood}: unexplained variance of each method's local linear model (lower is better)")
-        for rank, row in enumerate(ranking.itertuples(), start=1):
-            print(f"  {rank}. {row.method:22} {row.unexplained:.4f}{'   <- recommended' if rank == 1 else ''}")
+    result = recommend(args.model, args.weights, args.trust_pickle, args.data, hoods, samples=args.samples,
+                       examples=args.examples, size=_size(args.size))
+    print_ranking(result, hoods)
     return 0
 
 
 def _explain(args) -> int:
-    from types import SimpleNamespace
-
-    import torch
-
-    from . import heatmap
-    from .audit.pipeline import METHODS
-    from .engine.backprop import predicted_classes
-    from .loading import first_conv_channels, load_image, load_model, load_tensor_file
-    from .report.figures import method_grid
+    from .jobs.explain import explain_folder, explain_input
+    from .jobs.registry import MethodSettings
 
     if (args.input is None) == (args.input_dir is None):
         raise ValueError("give --input (one image or tensor file) or --input-dir with --out-dir (a folder of images)")
     names = args.method.split(",")
-    unknown = [n for n in names if n not in METHODS]
-    if unknown:
-        raise ValueError(f"--method {unknown[0]!r} is not one of {', '.join(METHODS)}")
-    needs_layer = {"gradcam", "gradcampp", "normgrad", "linearapprox"}
-    if needs_layer & set(names) and not args.layer:
-        raise ValueError(f"--method {sorted(needs_layer & set(names))[0]} needs --layer (a conv layer's dotted name)")
+    settings = MethodSettings(samples=args.samples, steps=args.steps, layer=args.layer, seed=0)
     if args.input_dir is not None:
-        return _explain_folder(args, names)
-    model = load_model(args.model, args.weights, args.trust_pickle)
-    if args.input.endswith((".pt", ".pth")):
-        x = load_tensor_file(args.input, args.trust_pickle)
-        if not isinstance(x, torch.Tensor):
-            raise ValueError(f"{args.input} holds {type(x).__name__}; expected a tensor [C, H, W] or [B, C, H, W]")
-        x = x.unsqueeze(0) if x.ndim == 3 else x
-    else:
-        size = tuple(int(v) for v in args.size.split(",")) if args.size else None
-        x = load_image(args.input, args.channels or first_conv_channels(model), size)
-    x = x.float()
-    settings = SimpleNamespace(samples=args.samples, steps=args.steps, layer=args.layer, seed=0)
-    target = args.target if args.target is not None else predicted_classes(model, x, len(x))
-    maps = {name: METHODS[name](settings)(model, x, target) for name in names}
-    path = method_grid(x, maps, args.out, titles=[f"class {int(t)}" for t in torch.as_tensor(target).expand(len(x))])
-    print(f"explained class {torch.as_tensor(target).tolist()} with {', '.join(names)}")
-    if args.save_maps:
-        torch.save({name: heatmap(m) for name, m in maps.items()}, args.save_maps)
-        print(f"maps ([B, H, W] tensors): {args.save_maps}")
+        written, skipped = explain_folder(args.model, args.weights, args.trust_pickle, args.input_dir, args.out_dir,
+                                          names, settings, args.target, args.channels, _size(args.size),
+                                          args.shard_size, args.executor, args.ray_address, args.cpus_per_task,
+                                          args.gpus_per_task)
+        print(f"{written} shards mapped, {skipped} already there; maps files: {args.out_dir}/maps-*.pt")
+        return 0
+    path = explain_input(args.model, args.weights, args.trust_pickle, args.input, names, settings, args.out,
+                         args.target, args.channels, _size(args.size), args.save_maps)
     print(f"figure: {path.resolve()}")
     return 0
 
 
-def _explain_folder(args, names: list[str]) -> int:
-    """--input-dir: shards of images mapped locally or on Ray, one maps file per shard, resumable."""
-    from .audit.executor import make_executor
-    from .shards import map_folder
-
-    if not args.out_dir:
-        raise ValueError("--input-dir needs --out-dir (the folder for the maps files)")
-    size = _size(args.size)
-    executor = make_executor(args.executor or "local", args.ray_address, args.cpus_per_task or 1,
-                             args.gpus_per_task or 0)
-    try:
-        written, skipped = map_folder(executor, args.input_dir, args.out_dir, args.model, args.weights,
-                                      args.trust_pickle, names, {"samples": args.samples, "steps": args.steps,
-                                                                 "layer": args.layer, "seed": 0},
-                                      args.channels, size, args.target, args.shard_size)
-    finally:
-        executor.close()
-    print(f"{written} shards mapped, {skipped} already there; maps files: {args.out_dir}/maps-*.pt")
-    return 0
-
-
-def _text_method(name: str, steps: int):
-    from . import methods
-
-    makers = {"ig": lambda: methods.IntegratedGradients(steps=steps), "saliency": lambda: methods.Saliency(abs=False),
-              "inputxgradient": methods.InputXGradient,
-              "smoothgrad": lambda: methods.SmoothGrad(methods.Saliency(abs=False), samples=steps)}
-    if name not in makers:
-        raise ValueError(f"--method must be one of {', '.join(makers)}; got {name!r}")
-    return makers[name]()
-
-
 def _explain_text(args) -> int:
-    from pathlib import Path
+    from .jobs.explain_text import explain_text
 
-    from . import text
-
-    model, tokenizer = text.load(args.model, args.kind)
-    tx = text.TextExplainer(model, tokenizer, add_special_tokens=not args.no_special_tokens, reduce=args.reduce)
-    classifier = "SequenceClassification" in type(model).__name__
-
-    def parse(value):                     # class indices for classifiers, continuation text otherwise
-        return int(value) if classifier and value is not None and value.lstrip("-").isdigit() else value
-
-    target = parse(args.target)
-    if args.contrast is not None:
-        target = text.Contrast(target, parse(args.contrast))
-    if args.method == "reagent":
-        if not isinstance(target, str):
-            raise ValueError("--method reagent needs --target: a continuation of a causal LM (no --contrast)")
-        result = text.reagent(tx, args.prompt, target, max_steps=args.steps)
-        result.show()
-        print(f"p(target) {result.score:.4g}; ReAGent importances sum to 1")
-    else:
-        result = tx.explain(args.prompt, target, _text_method(args.method, args.steps),
-                            baseline=args.baseline if args.method == "ig" else None)
-        result.show()
-        print(f"score {result.score:+.4f}   baseline {result.baseline_score:+.4f}   "
-              f"completeness gap {result.delta:+.2e}")
-    for token, score in result.top(5):
-        print(f"  {token!r:>16} {score:+.4f}")
-    if args.html:
-        from html import escape
-
-        page = (f"<!doctype html><meta charset='utf-8'><title>gradaudit explain-text</title>"
-                f"<p>prompt: {escape(args.prompt)}<br>target: {escape(str(args.target))}"
-                f"{' vs ' + escape(args.contrast) if args.contrast else ''}<br>method: {escape(args.method)}</p>"
-                f"<p style='font-size:1.4em'>{result.html()}</p>")
-        Path(args.html).write_text(page, encoding="utf-8")
-        print(f"html: {Path(args.html).resolve()}")
+    explain_text(args.model, args.prompt, args.target, args.contrast, args.method, args.steps, args.baseline,
+                 args.reduce, args.kind, not args.no_special_tokens, args.html)
     return 0
 
 
@@ -262,11 +150,10 @@ def parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="audit attribution methods on BlockMNIST or your own data and models: "
                                               "explain, retrain (DiffROAR), check, report")
     audit.add_argument("--preset", default="quick",
-                       help="quick (the demo, ~5 minutes on 2 CPU cores), synthetic (the paper's synthetic test bed, "
-                            "~2 minutes), paper, tiny")
+                       help="quick (the demo: about 4 minutes on 2 idle CPU cores, up to 6 on a busy machine), "
+                            "synthetic (the paper's synthetic test bed, about 1 minute), paper, tiny")
     audit.add_argument("--out", default="runs/quick", help="run folder (results.sqlite, models/, report.html)")
-    audit.add_argument("--methods", help="comma-separated: saliency,inputxgradient,smoothgrad,ig,deeplift,"
-                                         "guidedbackprop,deconvnet,gradcam,gradcampp,normgrad,linearapprox,random")
+    audit.add_argument("--methods", help=f"comma-separated: {','.join(METHODS)}")
     audit.add_argument("--fractions", help="comma-separated DiffROAR levels k (fraction of pixels kept)")
     audit.add_argument("--repeats", type=int, help="retraining seeds per DiffROAR cell")
     audit.add_argument("--seeds-per-model", type=int, help="seeds of each audited model (standard, robust)")
@@ -281,7 +168,7 @@ def parser() -> argparse.ArgumentParser:
                                         "default: train a standard and a robust small CNN on --data")
     audit.add_argument("--retrain", help="package.module:factory of the fresh model DiffROAR retrains (default: "
                                          "the first --models factory, or an MLP)")
-    audit.add_argument("--layer", help="dotted layer name for gradcam, gradcampp, normgrad, linearapprox")
+    audit.add_argument("--layer", help=f"dotted layer name for {', '.join(LAYER_METHODS)}")
     audit.add_argument("--recipe", help="DiffROAR retraining recipe, KEY=VALUE,... of optimizer, lr, momentum, "
                                         "weight_decay, schedule, epochs, batch_size (over the preset's)")
     audit.add_argument("--test-fraction", type=float,
@@ -294,7 +181,8 @@ def parser() -> argparse.ArgumentParser:
     audit.set_defaults(handler=_audit)
     unlearn = commands.add_parser("unlearn", help="SalUn (weight saliency), its mask controls and the unlearning "
                                                   "baselines, each scored against Retrain over seeds")
-    unlearn.add_argument("--preset", default="quick", help="quick (the bundled MNIST digits, minutes on 2 cores), tiny")
+    unlearn.add_argument("--preset", default="quick",
+                         help="quick (the bundled MNIST digits, 5 seeds: about 3.5 minutes on 2 CPU cores), tiny")
     unlearn.add_argument("--out", default="runs/unlearn", help="run folder (results.sqlite, models/, report.html)")
     unlearn.add_argument("--data", help="the dataset as for audit --data (default: mnist, the 5,000 bundled digits)")
     unlearn.add_argument("--models", help="the trained model to unlearn from, NAME=package.module:factory@weights.pt "
@@ -327,10 +215,8 @@ def parser() -> argparse.ArgumentParser:
     explain.add_argument("--input-dir", help="a folder of images, mapped in shards (with --out-dir; resumable)")
     explain.add_argument("--out-dir", help="with --input-dir: one maps-NNNNN.pt file per shard")
     explain.add_argument("--shard-size", type=int, default=64, help="images per shard (default 64)")
-    explain.add_argument("--method", default="smoothgrad", help="one or more, comma-separated: saliency, "
-                         "inputxgradient, smoothgrad, ig, deeplift, guidedbackprop, deconvnet, gradcam, gradcampp, "
-                         "normgrad, linearapprox, random")
-    explain.add_argument("--layer", help="dotted name of the layer for gradcam, gradcampp, normgrad, linearapprox")
+    explain.add_argument("--method", default="smoothgrad", help=f"one or more, comma-separated: {', '.join(METHODS)}")
+    explain.add_argument("--layer", help=f"dotted name of the layer for {', '.join(LAYER_METHODS)}")
     explain.add_argument("--target", type=int, help="class to explain (default: the predicted class)")
     explain.add_argument("--steps", type=int, default=32, help="IG steps")
     explain.add_argument("--samples", type=int, default=32, help="SmoothGrad samples")
@@ -347,7 +233,7 @@ def parser() -> argparse.ArgumentParser:
                                                "default: the greedy next token / the predicted class")
     explain_text.add_argument("--contrast", help="the dispreferred continuation or class: scores target minus this")
     explain_text.add_argument("--method", default="ig",
-                              help="ig (default), saliency, inputxgradient, smoothgrad, reagent (perturbation)")
+                              help=f"{', '.join(TEXT_METHODS)} (ig: the default), reagent (perturbation)")
     explain_text.add_argument("--steps", type=int, default=32, help="IG steps, SmoothGrad samples, ReAGent max steps")
     explain_text.add_argument("--baseline", default="zeros", help="IG baseline: zeros, pad, mask, unk")
     explain_text.add_argument("--reduce", default="sum", help="token score from its embedding attribution: sum or norm")
@@ -366,7 +252,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, TypeError, FileNotFoundError, ImportError, UnitsFailed) as err:
+    except (ValueError, FileNotFoundError, UnitsFailed) as err:   # UsageError is a ValueError; bugs keep tracebacks
         print(f"gradaudit: error: {err}", file=sys.stderr)
         return 2
 

@@ -1,6 +1,6 @@
 """Audits that say whether to believe an attribution: each returns an ``AuditResult``."""
 
-from .faithfulness import Neighbourhood, local_faithfulness
+from .faithfulness import Neighbourhood, Recommendation, local_faithfulness, recommendation
 from .groundtruth import signal_coordinate, signal_mass
 from .imputation import noisy_linear_impute
 from .profiles import activation_profiles, class_profiles
@@ -13,6 +13,6 @@ from .stats import Interval, difference_interval, mean_interval, verdict
 from .unlearning import mia_efficacy, unlearning
 
 __all__ = ["signal_mass", "signal_coordinate", "diffroar", "mask_leak", "blurred", "road", "noisy_linear_impute",
-           "class_sensitivity", "randomization", "AuditResult", "local_faithfulness", "Neighbourhood", "Interval",
-           "mean_interval", "difference_interval", "verdict", "activation_profiles", "class_profiles",
-           "unlearning", "mia_efficacy"]
+           "class_sensitivity", "randomization", "AuditResult", "local_faithfulness", "Neighbourhood",
+           "recommendation", "Recommendation", "Interval", "mean_interval", "difference_interval", "verdict",
+           "activation_profiles", "class_profiles", "unlearning", "mia_efficacy"]

@@ -12,6 +12,7 @@ intercept is free, so each method is judged on its slope alone.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -24,7 +25,7 @@ from ..engine.noise import GaussianNoise, uniform
 from ..store import Store
 from .common import memo, named_methods
 from .results import AuditResult
-from .stats import mean_interval
+from .stats import Interval, mean_interval
 
 DEFAULT_NEIGHBOURHOODS = ("gaussian:0.01", "gaussian:0.3", "mask:0.5", "shap", "uniform", "occlusion")
 
@@ -82,8 +83,9 @@ def local_faithfulness(methods, model: nn.Module, data, *, neighbourhoods=DEFAUL
                        samples: int = 256, limit: int | None = 32, seed: int = 0, model_name: str = "model",
                        store: Store | None = None) -> AuditResult:
     """Unexplained variance of each method's linear model on each neighbourhood, averaged over
-    the first ``limit`` examples of ``data`` (``.x`` tensor or a tensor). Rows carry ``best``:
-    the lowest score of each neighbourhood (ties within 1e-9)."""
+    the first ``limit`` examples of ``data`` (``.x`` tensor or a tensor), with its interval over them
+    and each example's value (``unexplained_each``, for paired comparisons: ``recommendation``).
+    Rows carry ``best``: the lowest mean of each neighbourhood (ties within 1e-9)."""
     x = as_examples(data, labels=False).x[:limit]
     hoods = [Neighbourhood(n, seed) for n in neighbourhoods]
     methods = named_methods(methods)
@@ -117,7 +119,8 @@ def local_faithfulness(methods, model: nn.Module, data, *, neighbourhoods=DEFAUL
                     residual = f - clean.double()[:, None] - linear
                     unexplained = residual.var(1) / f.var(1).clamp(min=1e-12)
                     return {**mean_interval(unexplained).as_row("unexplained"),
-                            "unexplained_std": unexplained.std().item(), "examples": len(x), "samples": samples}
+                            "unexplained_std": unexplained.std().item(), "unexplained_each": unexplained.tolist(),
+                            "examples": len(x), "samples": samples}
 
                 rows.append(memo(store, "local_faithfulness",
                                  {"model": model_name, "method": name, "neighbourhood": hood.name}, compute))
@@ -127,3 +130,37 @@ def local_faithfulness(methods, model: nn.Module, data, *, neighbourhoods=DEFAUL
             if r["neighbourhood"] == hood.name:
                 r["best"] = r["unexplained"] <= min(scores) + 1e-9
     return AuditResult("local_faithfulness", rows)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One neighbourhood's verdict: ``ranking`` (method names, lowest mean unexplained variance first);
+    ``recommended``: the first, only when its paired difference from the runner-up (``margin``: runner-up
+    minus first, over the same examples) excludes zero; otherwise None and ``tied``: the methods whose
+    paired difference from the first does not exclude zero (the first included)."""
+
+    neighbourhood: str
+    ranking: tuple
+    recommended: str | None
+    tied: tuple
+    margin: Interval | None
+
+
+def recommendation(rows: list[dict], neighbourhood: str) -> Recommendation:
+    """The verdict of ``local_faithfulness`` rows (with ``unexplained_each``) on ``neighbourhood``."""
+    mine = sorted((r for r in rows if r["neighbourhood"] == neighbourhood), key=lambda r: r["unexplained"])
+    if not mine:
+        raise ValueError(f"no local_faithfulness rows for neighbourhood {neighbourhood!r}")
+    ranking = tuple(r["method"] for r in mine)
+    if len(mine) == 1:
+        return Recommendation(neighbourhood, ranking, ranking[0], ranking, None)
+    first = torch.tensor(mine[0]["unexplained_each"], dtype=torch.float64)
+
+    def paired(row) -> Interval:
+        return mean_interval(torch.tensor(row["unexplained_each"], dtype=torch.float64) - first)
+
+    margin = paired(mine[1])
+    if margin.low > 0:
+        return Recommendation(neighbourhood, ranking, ranking[0], (ranking[0],), margin)
+    tied = (ranking[0], *(r["method"] for r in mine[1:] if not paired(r).low > 0))
+    return Recommendation(neighbourhood, ranking, None, tied, margin)

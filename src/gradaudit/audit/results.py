@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .plots import PLOTTERS
+
 
 @dataclass
 class AuditResult:
@@ -21,6 +23,11 @@ class AuditResult:
         return pd.DataFrame(self.rows)
 
     def plot(self, ax=None):
-        from ..report.plots import PLOTTERS
-
-        return PLOTTERS[self.audit](self.table(), ax=ax)
+        """The audit's figure (a matplotlib Figure); ``ax``: draw into this axis instead of a new figure."""
+        plotter = PLOTTERS.get(self.audit)
+        if plotter is None:
+            raise NotImplementedError(f"no plotter for the {self.audit!r} audit: add one to gradaudit.audit.plots."
+                                      f"PLOTTERS (it has {', '.join(sorted(PLOTTERS))}); its rows are in .table()")
+        if not self.rows:
+            raise ValueError(f"the {self.audit!r} result has no rows to plot")
+        return plotter(self.table(), ax=ax)

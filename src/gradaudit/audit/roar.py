@@ -29,8 +29,8 @@ from torch.nn import functional as F
 from ..data.inputs import as_examples
 from ..store import Store
 from ..train import Recipe, ensemble_accuracy, fit_ensemble
+from ..units import LocalExecutor, Unit
 from .common import importance, keep_masks, memo, named_methods, rank_pixels
-from .executor import LocalExecutor, Unit
 from .imputation import noisy_linear_impute
 from .results import AuditResult
 
@@ -112,7 +112,7 @@ def diffroar(methods, model: nn.Module, train, test, *, model_fn: Callable[[], n
         blurred map scores higher, the score comes from smoothness, not from the model.
     leak_check: also train ``model_fn`` on the keep-masks alone (one per cell and top/bottom);
         rows in the ``diffroar_leak`` audit.
-    executor: where the retraining ensembles run (``audit.executor``: local by default, or Ray);
+    executor: where the retraining ensembles run (``units.LocalExecutor`` by default, or ``jobs.executor``'s Ray);
         the rows are the same, and this process alone writes them to ``store``.
     Rows: one per (method, fraction, repeat) with top/bottom accuracy, diffroar, ``saturated``,
     ``ceiling``, ``chance``, ``tied_share`` and ``tie_break``.

@@ -7,10 +7,11 @@ import io
 import json
 from pathlib import Path
 
+from ..audit.plots import PLOTTERS
 from ..audit.stats import Interval, mean_interval
 from ..audit.unlearning import with_gaps
 from ..store import Store
-from .plots import PLOTTERS
+from .figures import NOTES_KEY
 from .reading import kind, reading
 
 TEMPLATE = """<!doctype html>
@@ -30,7 +31,9 @@ audited models' seeds.</p>
 {% endfor %}</ul>{% endif %}
 <h2>Reading</h2><ul class="reading">{% for line in lines %}<li>{{ line }}</li>{% endfor %}</ul>
 {% for figure in heatmaps %}<h2>{{ figure.title }}</h2>
-<img alt="{{ figure.title }}" src="data:image/png;base64,{{ figure.data }}">{% endfor %}
+<img alt="{{ figure.title }}" src="data:image/png;base64,{{ figure.data }}">
+{% if figure.notes %}<ul class="notes">{% for note in figure.notes %}<li>{{ note }}</li>{% endfor %}</ul>{% endif %}
+{% endfor %}
 {% for section in sections %}
 <h2>{{ section.title }}</h2>
 {% if section.image %}<img alt="{{ section.title }}" src="data:image/png;base64,{{ section.image }}">{% endif %}
@@ -114,6 +117,14 @@ def _section(audit: str, rows: list[dict]) -> dict:
     return {"title": TITLES[audit], "image": image, "columns": keys + values + ["rows"], "rows": cells}
 
 
+def _figure_notes(path: Path) -> list[str]:
+    """The notes ``method_grid`` kept in a saved figure's PNG text (e.g. which maps are all zero), one per line."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return [line for line in image.text.get(NOTES_KEY, "").splitlines() if line]
+
+
 def write_report(run: str | Path) -> Path:
     """Rebuild ``RUN/report.html`` from ``RUN/results.sqlite`` and ``RUN/figures/*.png``."""
     from jinja2 import Environment
@@ -127,8 +138,8 @@ def write_report(run: str | Path) -> Path:
         settings = store.rows("settings")
     finally:
         store.close()
-    heatmaps = [{"title": f"Maps: {p.stem.replace('-', ' ')}", "data": base64.b64encode(p.read_bytes()).decode("ascii")}
-                for p in sorted((run / "figures").glob("*.png"))]
+    heatmaps = [{"title": f"Maps: {p.stem.replace('-', ' ')}", "data": base64.b64encode(p.read_bytes()).decode("ascii"),
+                 "notes": _figure_notes(p)} for p in sorted((run / "figures").glob("*.png"))]
     page = Environment(autoescape=True).from_string(TEMPLATE).render(
         name=run.name, lines=reading(results),
         inputs=[(r["what"], r["description"]) for r in results.get("inputs", [])],

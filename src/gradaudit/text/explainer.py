@@ -1,5 +1,5 @@
-"""``TextExplainer``: any gradient method of gradaudit on the input embeddings of a Hugging Face
-causal LM, classifier or embedder, one score per prompt token."""
+"""``TextExplainer``: gradaudit's methods on the input embeddings of a Hugging Face causal LM,
+classifier or embedder, one score per prompt token (which methods, and how: ``on_tokens``)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from torch import Tensor, nn
 from ..engine import as_target, auto_rows, predict, prepared
 from ..engine.checks import check_batch_size, check_choice
 from ..engine.target import Contrast as ClassContrast
-from ..methods import IntegratedGradients
+from ..methods import DeepLift, IntegratedGradients
 from ..methods.base import Method
 from .layout import Branch, Embedded, build_layout
+from .on_tokens import TOKEN_PERTURBATIONS, checked, own_references, per_token
 from .render import token_html, token_rich
 from .targets import ClassScore, ContinuationScore, Contrast, OutputFunction
 
@@ -86,7 +87,8 @@ class TextExplainer:
         tokenizer: the model's tokenizer.
         add_special_tokens: let the tokenizer add its special tokens to prompts ([CLS]/[SEP], BOS).
         reduce: how a token's [D] embedding attribution becomes one score: "sum" (signed; keeps
-            completeness) or "norm" (L2 norm, unsigned).
+            completeness) or "norm" (L2 norm, unsigned). Occlusion, LIME and KernelSHAP give one
+            value per token already: "sum" keeps it, "norm" takes its absolute value.
         batch_size: rows per pass (None: automatic, as for every method).
     """
 
@@ -219,15 +221,16 @@ class TextExplainer:
         with prepared(self.model):
             return predict(emb, x, scorer, self.batch_size or auto_rows(emb, x))
 
-    def _baseline(self, method: Method, baseline, x: Tensor, ids: Tensor) -> tuple[Method, Tensor]:
-        """The method with its baseline set, and the baseline embeddings [B, P, D]."""
-        has_field = any(f.name == "baseline" for f in dataclasses.fields(method))
+    def _references(self, method: Method, baseline, x: Tensor, ids: Tensor) -> tuple[Method, Tensor]:
+        """The method with ``baseline`` set (when given), and the references [M, B, P, D] whose mean
+        score is the baseline score (``on_tokens.own_references`` when ``baseline`` is None)."""
         if baseline is None:
-            base = method._baseline(x) if has_field else torch.zeros_like(x)
-            return method, base
-        if not has_field:
-            raise ValueError(f"baseline is given but {type(method).__name__} takes no baseline; "
-                             "use IntegratedGradients or leave baseline=None")
+            return method, own_references(method, x)
+        if not isinstance(method, (IntegratedGradients, DeepLift)):
+            raise ValueError(f"baseline is given but {type(method).__name__} takes no baseline embeddings; use "
+                             "IntegratedGradients or DeepLift, or leave baseline=None (DeepLiftShap and GradientShap "
+                             "take their own baselines [M, tokens, embedding]; Occlusion, LIME and KernelSHAP their "
+                             "own constant for a removed token)")
         if isinstance(baseline, str):
             check_choice("baseline", baseline, ("zeros", *TOKEN_BASELINES))
             if baseline == "zeros":
@@ -250,9 +253,17 @@ class TextExplainer:
             except RuntimeError:
                 raise ValueError(f"baseline has shape {list(base.shape)}; expected embeddings broadcastable to "
                                  f"{list(x.shape)} ([prompts, tokens, embedding])") from None
-        return dataclasses.replace(method, baseline=base), base
+        return dataclasses.replace(method, baseline=base), base[None]
 
-    def _reduce(self, attr: Tensor) -> Tensor:
+    def _attribute(self, method: Method, emb: Embedded, x: Tensor, lengths: list[int], scorer) -> Tensor:
+        """Token scores [B, P] of ``method`` for ``scorer`` at the prompt embeddings ``x`` [B, P, D]
+        (prompts of ``lengths`` tokens): the [D] attribution of each token reduced, or for Occlusion,
+        LIME and KernelSHAP (run on whole tokens, ``on_tokens``) the token's own value ("norm": its
+        absolute value)."""
+        if isinstance(method, TOKEN_PERTURBATIONS):
+            values = per_token(method, emb, x, lengths, scorer, self.batch_size)
+            return values if self.reduce == "sum" else values.abs()
+        attr = method(emb, x, scorer, batch_size=self.batch_size)
         return attr.sum(-1) if self.reduce == "sum" else attr.norm(dim=-1)
 
     def explain(self, prompts, target=None, method: Method | None = None, *, baseline=None):
@@ -261,20 +272,24 @@ class TextExplainer:
         target: a continuation string (log p, teacher-forced, multi-token), ``text.Contrast(a, b)``,
             a class index (classifiers), a callable ``output -> Tensor[batch]`` (``output.attention_mask``
             is set), a list with one per prompt, or None (greedy next token / predicted class).
-        method: any gradient method of gradaudit (default ``IntegratedGradients(steps=32)``).
-        baseline: for IntegratedGradients: "zeros", "pad", "mask", "unk" (special tokens kept) or
-            an embedding tensor ([T, D] or [B, T, D]); None keeps the method's own (zeros).
-        Returns ``TokenScores`` for a string, a list of them for a list.
+        method: a gradaudit method (default ``IntegratedGradients(steps=32)``): the gradient and path
+            methods, CLIME and Random on the embeddings; Occlusion, LIME and KernelSHAP on whole
+            tokens; layer methods and MetaStep are refused with a ValueError (``text.on_tokens``).
+        baseline: for IntegratedGradients and DeepLift: "zeros", "pad", "mask", "unk" (special tokens
+            kept) or an embedding tensor ([T, D] or [B, T, D]); None keeps the method's own (zeros).
+        Returns ``TokenScores`` for a string, a list of them for a list. ``baseline_score`` is the mean
+        score over the method's references (``on_tokens.own_references``).
         """
-        method = _gradient_method(method)
+        method = checked(method)
         single, ids, branches, scorer = self._prepare(prompts, target)
         emb, x, padded = self.inputs(ids, branches)
-        method, base = self._baseline(method, baseline, x, padded)
-        attr = method(emb, x, scorer, batch_size=self.batch_size)
-        scores_at, scores_base = self._scores(emb, x, scorer), self._scores(emb, base, scorer)
+        method, refs = self._references(method, baseline, x, padded)
+        attr = self._attribute(method, emb, x, [len(p) for p in ids], scorer)
+        scores_at = self._scores(emb, x, scorer)
+        scores_base = torch.stack([self._scores(emb, ref, scorer) for ref in refs]).mean(0)
         out = []
         for i, p in enumerate(ids):
-            s = self._reduce(attr[i, :len(p)]).detach().cpu()
+            s = attr[i, :len(p)].detach().cpu()
             gap = float(s.sum()) - float(scores_at[i] - scores_base[i])
             out.append(TokenScores(self.tokens(p), s, float(scores_at[i]), float(scores_base[i]), gap, p))
         return out[0] if single else out
@@ -293,30 +308,17 @@ class TextExplainer:
                            *, baseline=None) -> GenerationScores:
         """Generate greedily, then attribute each generated token's log-probability (given the
         prompt and the tokens before it, teacher-forced) to the prompt tokens: a [G, T] matrix."""
-        method = _gradient_method(method)
+        method = checked(method)
         generated = self.generate(prompt, max_new_tokens)
         if not generated:
             raise ValueError("the model generated no tokens")
         ids = self.encode(prompt)
         branches = [[Branch(tuple(generated[:i + 1]), first=i)] for i in range(len(generated))]
         emb, x, padded = self.inputs([ids] * len(generated), branches)
-        method, _ = self._baseline(method, baseline, x, padded)
-        attr = method(emb, x, ContinuationScore(), batch_size=self.batch_size)
+        method, _ = self._references(method, baseline, x, padded)
+        attr = self._attribute(method, emb, x, [len(ids)] * len(generated), ContinuationScore())
         logp = self._scores(emb, x, ContinuationScore())
-        return GenerationScores(self.tokens(ids), self.tokens(generated), self._reduce(attr).detach().cpu(),
-                                logp.detach().cpu())
-
-
-def _gradient_method(method) -> Method:
-    """``method`` (default ``IntegratedGradients(steps=32)``), checked to be a gradient method."""
-    method = IntegratedGradients(steps=32) if method is None else method
-    if not isinstance(method, Method):
-        raise TypeError("method must be a gradaudit method such as ga.IntegratedGradients(), "
-                        f"got {type(method).__name__}")
-    if not method.needs_gradients:
-        raise ValueError(f"{type(method).__name__} is a perturbation method; TextExplainer runs gradient "
-                         "methods (use text.reagent for a perturbation attribution of tokens)")
-    return method
+        return GenerationScores(self.tokens(ids), self.tokens(generated), attr.detach().cpu(), logp.detach().cpu())
 
 
 class _NextTokens(list):

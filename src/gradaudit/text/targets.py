@@ -75,6 +75,10 @@ class ClassScore(Target):
     def scores(self, fwd: TextForward, rows):
         return self.inner.scores(_output_logits(fwd, 2, "a class target"), rows)
 
+    def select(self, rows):
+        """The inner target's classes follow the rows (SmoothGrad runs its inner method on row subsets)."""
+        return ClassScore(self.inner.select(rows))
+
 
 class OutputFunction(Target):
     """A user callable on the model output (with ``output.attention_mask`` set) -> Tensor[R]."""

@@ -38,7 +38,7 @@ class _Stacked(nn.Module):
         return out.reshape(-1, out.shape[-1])
 
 
-def _masked(x: Tensor, keep: Tensor | None, fill, model_axis: Tensor, index: Tensor) -> Tensor:
+def masked_inputs(x: Tensor, keep: Tensor | None, fill, model_axis: Tensor, index: Tensor) -> Tensor:
     """Batch [M, b, ...] of model m's view of examples ``index[m]``: kept pixels, the rest filled."""
     xb = x[index]
     if keep is None:
@@ -83,7 +83,7 @@ def fit_ensemble(model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor, keep: 
         for step in tqdm(range(len(orders[0])), desc=f"ensemble of {len(seeds)}, epoch {epoch + 1}/{recipe.epochs}",
                          leave=False, mininterval=1.0, disable=None if progress else True):
             index = torch.stack([order[step] for order in orders])          # [M, b]
-            xb, yb = _masked(x, keep, fill, model_axis, index), y[index]
+            xb, yb = masked_inputs(x, keep, fill, model_axis, index), y[index]
             if adversary is not None:
                 attack = recipe.adversary_at(adversary, epoch, step, len(orders[0]))
                 flat = attack.perturb(stacked, xb.flatten(0, 1).detach(), yb.flatten(), attack_noise)
@@ -108,5 +108,5 @@ def ensemble_accuracy(models: list[nn.Module], x: Tensor, y: Tensor, keep: Tenso
     model_axis = torch.arange(len(models)).view(-1, 1)
     for start in range(0, len(y), batch_size):
         index = torch.arange(start, min(start + batch_size, len(y))).expand(len(models), -1)
-        correct += (predict(params, buffers, _masked(x, keep, fill, model_axis, index)) == y[index]).sum(1)
+        correct += (predict(params, buffers, masked_inputs(x, keep, fill, model_axis, index)) == y[index]).sum(1)
     return correct / len(y)

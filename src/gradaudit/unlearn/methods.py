@@ -210,6 +210,9 @@ class RandomLabel(Unlearner):
 
     def batches(self, forget, retain, epoch, generator):
         classes = self.classes or int(max(forget.y.max(), retain.y.max())) + 1
+        if classes < 2:
+            raise ValueError(f"RandomLabel needs at least two classes to draw a wrong label from; the labels hold "
+                             f"{classes} (give classes=)")
         for x, y in _shuffled(forget, self.batch_size, generator):
             yield Batch(x, wrong_labels(y, classes, generator))
         if self.use_retain:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
-from .audit.executor import Unit
-from .data.files import IMAGE_SUFFIXES
+from ..data.files import IMAGE_SUFFIXES
+from ..engine.backprop import predicted_classes
+from ..loading import first_conv_channels, load_image, load_model
+from ..maps import heatmap
+from ..units import Unit
+from .registry import METHODS, MethodSettings
 
 
 def image_files(folder: str | Path) -> list[Path]:
@@ -32,16 +35,11 @@ def image_files(folder: str | Path) -> list[Path]:
 def map_shard(model_spec: str, weights: str | None, trust_pickle: bool, files: list[str], names: list[str],
               settings: dict, channels: int | None, size: tuple | None, target: int | None) -> dict:
     """One shard (any executor): load the model, read ``files``, map them with each method in ``names``."""
-    from . import heatmap
-    from .audit.pipeline import METHODS
-    from .engine.backprop import predicted_classes
-    from .loading import first_conv_channels, load_image, load_model
-
     model = load_model(model_spec, weights, trust_pickle)
     channels = channels or first_conv_channels(model)
     x = torch.cat([load_image(f, channels, size) for f in files]).float()
     targets = torch.full((len(x),), target) if target is not None else predicted_classes(model, x, len(x))
-    config = SimpleNamespace(**settings)
+    config = MethodSettings(**settings)
     return {"files": [Path(f).name for f in files], "targets": targets,
             "maps": {name: heatmap(METHODS[name](config)(model, x, targets)) for name in names}}
 

@@ -11,84 +11,21 @@ goes to ``OUT/results.sqlite`` at once, trained originals to ``OUT/models/``: a 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from .. import data, models, train
-from ..audit.pipeline import _trained, _user_models
-from ..audit.subjects import check_classes, check_classifier, parse_models
 from ..audit.unlearning import gap_table, unlearning
 from ..data.inputs import Examples
-from ..engine.checks import check_positive_int
 from ..report import write_report
 from ..report.reading import unlearning_claims
 from ..store import Store
-from .methods import FineTune, GradientAscent, L1Sparse, RandomLabel, Retrain, SalUn
-from .saliency import check_threshold, weight_saliency
-from .split import SCENARIOS, forget_split
-
-
-@dataclass(frozen=True)
-class UnlearnPreset:
-    """Every setting of an unlearning run. ``recipe`` trains the originals here, and Retrain takes its
-    epochs, lr, momentum, weight decay and batch size (always with SGD, as the authors' retrain);
-    ``methods`` holds each unlearner's settings over its defaults. The quick preset's rates
-    were chosen on a pilot run (seed 100, not among the reported seeds) for its small CNN on the
-    bundled digits: the authors' CIFAR-10 ResNet-18 values (the classes' defaults) overshoot here."""
-
-    data: str = "mnist"
-    models: tuple = ()
-    test_fraction: float = 0.2
-    size: tuple | None = None
-    trust_pickle: bool = False
-    scenarios: tuple = SCENARIOS
-    forget_fraction: float = 0.1
-    seeds: int = 5
-    threshold: float = 0.5
-    width: int = 16
-    recipe: dict = field(default_factory=lambda: {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
-                                                  "weight_decay": 5e-4, "epochs": 8, "batch_size": 64})
-    methods: dict = field(default_factory=lambda: {
-        "FineTune": {"epochs": 3, "lr": 0.05}, "GradientAscent": {"epochs": 3, "lr": 0.005},
-        "RandomLabel": {"epochs": 3, "lr": 0.003}, "SalUn": {"epochs": 3, "lr": 0.003},
-        "L1Sparse": {"epochs": 3, "lr": 0.05}})
-    batch_size: int = 64
-    seed: int = 0
-
-
-UNLEARN_PRESETS = {
-    "quick": UnlearnPreset(),
-    "tiny": UnlearnPreset(seeds=2, width=4, recipe={"optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
-                                                    "weight_decay": 5e-4, "epochs": 1, "batch_size": 64},
-                          methods={name: {"epochs": 1, "lr": lr} for name, lr in
-                                   (("FineTune", 0.05), ("GradientAscent", 0.005), ("RandomLabel", 0.003),
-                                    ("SalUn", 0.003), ("L1Sparse", 0.05))}),
-}
-
-
-def unlearn_preset(name: str, **overrides) -> UnlearnPreset:
-    """A named preset with the given settings replaced (None values are ignored)."""
-    if name not in UNLEARN_PRESETS:
-        raise ValueError(f"--preset must be one of {', '.join(UNLEARN_PRESETS)}; got {name!r}")
-    chosen = {k: v for k, v in overrides.items() if v is not None}
-    if "seeds" in chosen:
-        check_positive_int("--seeds", chosen["seeds"])
-    if "threshold" in chosen:
-        check_threshold(chosen["threshold"])
-    if "forget_fraction" in chosen and not 0 < chosen["forget_fraction"] < 1:
-        raise ValueError(f"--forget-fraction must be a share in (0, 1); got {chosen['forget_fraction']!r}")
-    unknown = [s for s in chosen.get("scenarios", ()) if s not in SCENARIOS]
-    if unknown:
-        raise ValueError(f"--scenarios {unknown[0]!r} is not one of {', '.join(SCENARIOS)}")
-    if "models" in chosen:
-        entries = parse_models(chosen["models"])
-        if len(entries) != 1:
-            raise ValueError(f"--models takes one model to unlearn from (NAME=package.module:factory@weights.pt); "
-                             f"got {len(entries)}")
-        chosen["models"] = (str(entries[0]),)
-    return replace(UNLEARN_PRESETS[name], **chosen)
+from ..unlearn import FineTune, GradientAscent, L1Sparse, RandomLabel, Retrain, SalUn, forget_split, weight_saliency
+from .presets import UnlearnPreset
+from .runfolder import check_run_folder
+from .subjects import check_classes, check_classifier, trained_models, user_models
 
 
 def methods_for(settings: UnlearnPreset, masks) -> list:
@@ -113,13 +50,14 @@ def _original(settings: UnlearnPreset, train_set, classes: int, seed: int, out: 
         return models.small_cnn(in_shape=tuple(train_set.x.shape[1:]), classes=classes, width=settings.width)
 
     name = f"original-{seed}"
-    return _trained([name], build, train_set, settings.recipe, [seed], None, out / "models", "original")[name]
+    return trained_models([name], build, train_set, settings.recipe, [seed], None, out / "models", "original")[name]
 
 
 def run(settings: UnlearnPreset, out: str | Path) -> dict:
     """Train (or load), unlearn, audit and report; returns the summary table and the reading."""
     out = Path(out)
     start = time.perf_counter()
+    check_run_folder(out, settings)
     store = Store(out / "results.sqlite")
     try:
         store.put("settings", {"run": str(len(store.rows("settings")))},
@@ -143,7 +81,7 @@ def _unlearn(settings: UnlearnPreset, out: Path, store: Store) -> None:
     store.put("inputs", {"what": "data"}, {"description": f"{train_set.describe()}; {len(test_set)} test images"})
     user = None
     if settings.models:
-        loaded, described = _user_models(settings, store)
+        loaded, described = user_models(settings.models, settings.trust_pickle, store)
         (name, user), = loaded.items()
         check_classifier(user, name, train_set.x, classes)
         store.put("inputs", {"what": f"model {name}"}, described[name])
@@ -169,3 +107,15 @@ def _unlearn(settings: UnlearnPreset, out: Path, store: Store) -> None:
                 store.put("weight_saliency", {**key, "parameter": row["parameter"]}, row)
             unlearning(methods_for(settings, masks), original, split.forget, split.retain, test, seeds=(seed,),
                        scenario=scenario, model_name=key["model"], store=store)
+
+
+def print_summary(numbers: dict) -> None:
+    """``run``'s table and reading, as ``gradaudit unlearn`` prints them."""
+    print("\nmeans over seeds with 95% intervals; gap = mean |metric - Retrain's| over UA, RA, TA, MIA:")
+    for row in numbers["table"]:
+        gap = row["gap"].text() if "gap" in row else "(reference)"
+        print(f"  {row['scenario']:>6} {row['method']:26} UA {row['UA'].mean:.3f}  RA {row['RA'].mean:.3f}  "
+              f"TA {row['TA'].mean:.3f}  MIA {row['MIA'].mean:.3f}  gap {gap}")
+    for line in numbers["lines"]:
+        print(f"  - {line}")
+    print(f"finished in {numbers['seconds']:.0f}s; report: {numbers['report']}")

@@ -1,7 +1,6 @@
-"""Where an audit's units of work run: here, one after another (``local``), or as Ray tasks (``ray``).
+"""Where a job's units of work run: here, one after another (``local``), or as Ray tasks (``ray``).
 
-A unit is a function and its arguments (one method's retraining ensemble for one model, or a
-slice of its cells). Large arguments are ``share``d once: Ray puts them in its object store
+Units are ``gradaudit.units.Unit``s. Large arguments are ``share``d once: Ray puts them in its object store
 and every task reads the same copy. Results come back to the driver, which alone writes the
 store, as each unit finishes; so resume and no-duplicates hold exactly as with ``local``.
 """
@@ -13,24 +12,13 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+
+from ..errors import UsageError
+from ..units import LocalExecutor, Unit, UnitsFailed
 
 EXECUTORS = ("local", "ray")
 CONNECT_SECONDS = 5.0
-
-
-@dataclass(frozen=True)
-class Unit:
-    """``function(*args)`` on a worker; ``name`` says which cells it computes (progress and errors)."""
-
-    name: str
-    function: Callable
-    args: tuple
-
-
-class UnitsFailed(RuntimeError):
-    """Some units failed for good (after Ray's retries); the others' results were handed back."""
 
 
 def _run_with_threads(threads: int, function: Callable, *args):
@@ -39,23 +27,6 @@ def _run_with_threads(threads: int, function: Callable, *args):
 
     torch.set_num_threads(threads)
     return function(*args)
-
-
-class LocalExecutor:
-    """Every unit in this process, in order."""
-
-    name = "local"
-    workers = 1
-
-    def share(self, value, pins: tuple = ()):
-        return value
-
-    def run(self, units: list[Unit], on_result: Callable[[Unit, object], None]) -> None:
-        for unit in units:
-            on_result(unit, unit.function(*unit.args))
-
-    def close(self) -> None:
-        pass
 
 
 def _reachable(address: str) -> None:
@@ -101,7 +72,7 @@ class RayExecutor:
         try:
             import ray
         except ImportError:
-            raise ImportError("--executor ray needs Ray: pip install 'gradaudit[dist]' (or pip install ray)") from None
+            raise UsageError("--executor ray needs Ray: pip install 'gradaudit[dist]' (or pip install ray)") from None
         self._ray = ray
         self._shared = {}
         self.cpus_per_task, self.gpus_per_task, self.max_retries = cpus_per_task, gpus_per_task, max_retries

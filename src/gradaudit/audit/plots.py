@@ -1,4 +1,5 @@
-"""One plotter per audit: DataFrame of its rows -> matplotlib figure."""
+"""One plotter per audit and per side table the store holds (``diffroar_leak``, ``weight_saliency``):
+DataFrame of its rows -> matplotlib figure. ``PLOTTERS`` maps each name to its plotter."""
 
 from __future__ import annotations
 
@@ -57,7 +58,8 @@ def plot_signal_mass(table, ax=None):
 
 
 def plot_class_sensitivity(table, ax=None):
-    return _bars(table, "correlation", "Top vs bottom class maps (lower = more class-sensitive)", "Pearson r", ax)
+    """Mean Spearman rank correlation of the top- and bottom-class maps per method (see ``sensitivity``)."""
+    return _bars(table, "correlation", "Top vs bottom class maps (lower = more class-sensitive)", "Spearman r", ax)
 
 
 def plot_randomization(table, ax=None):
@@ -118,7 +120,7 @@ def _means_with_intervals(table, value, group, ax, title, ylabel):
     """Bars of ``value``'s mean per ``group`` value, one colour per scenario, with 95% intervals."""
     import numpy as np
 
-    from ..audit.stats import mean_interval
+    from .stats import mean_interval
 
     fig, axes = _axes(ax, 1, width=8)
     axis = axes[0]
@@ -153,9 +155,104 @@ def plot_weight_saliency(table, ax=None):
                                  "Share of salient weights per parameter tensor", "share in the mask")
 
 
+def _summarised(table, keys: list[str], value: str):
+    """Mean of ``value`` per group of ``keys`` with its 95% interval, as a DataFrame of ``keys``, ``mean``,
+    ``low``, ``high``. A group of one row keeps the interval it stores (``value_low``/``value_high``, over
+    its images); several rows (model seeds, repeats) get an interval over the rows. Where there is no
+    finite interval (one value), low = high = mean."""
+    import math
+
+    import pandas as pd
+
+    from .stats import mean_interval
+
+    out = []
+    for key, part in table.groupby(keys, sort=False):
+        if len(part) == 1 and f"{value}_low" in part:
+            row = part.iloc[0]
+            mean, low, high = (math.nan if row[c] is None else float(row[c])
+                               for c in (value, f"{value}_low", f"{value}_high"))
+        else:
+            interval = mean_interval(part[value].astype(float).tolist())
+            mean, low, high = interval.mean, interval.low, interval.high
+        finite = math.isfinite(low) and math.isfinite(high)
+        out.append({**dict(zip(keys, key, strict=True)), "mean": mean, "low": low if finite else mean,
+                    "high": high if finite else mean})
+    return pd.DataFrame(out)
+
+
+def _curves(table, series, title: str, xlabel: str, ylabel: str, ax=None):
+    """One panel per model; per method (one colour) a curve of each ``series`` entry (column, label,
+    line style) against ``fraction``, with its 95% interval shaded (see ``_summarised``)."""
+    models = list(dict.fromkeys(table["model"]))
+    fig, axes = _axes(ax, len(models))
+    for axis, model in zip(axes, models, strict=False):
+        part = table[table["model"] == model]
+        for i, method in enumerate(dict.fromkeys(part["method"])):
+            rows = part[part["method"] == method]
+            colour = f"C{i % 10}"
+            for column, label, style in series:
+                curve = _summarised(rows, ["fraction"], column).sort_values("fraction")
+                axis.plot(curve["fraction"], curve["mean"], style, marker="o", ms=3, color=colour,
+                          label=f"{method} {label}")
+                axis.fill_between(curve["fraction"], curve["low"].clip(0, 1), curve["high"].clip(0, 1),
+                                  color=colour, alpha=0.15, lw=0)
+        axis.set(title=f"{title} - {model}", xlabel=xlabel, ylabel=ylabel, ylim=(-0.02, 1.02))
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_road(table, ax=None):
+    """ROAD: accuracy with the most (MoRF, solid) and least (LeRF, dashed) relevant pixels imputed away,
+    per method, with 95% intervals. A faithful method's MoRF curve falls well below its LeRF curve."""
+    return _curves(table, (("morf_accuracy", "MoRF", "-"), ("lerf_accuracy", "LeRF", "--")), "ROAD",
+                   "fraction of pixels imputed away", "accuracy", ax)
+
+
+def plot_diffroar_leak(table, ax=None):
+    """DiffROAR's leak check: accuracy of a model that sees only the top-k (solid) or bottom-k (dashed)
+    keep-mask. Far above chance: the mask's shape alone tells the class (a constant fill leaks it)."""
+    return _curves(table, (("top_mask_accuracy", "top-k mask", "-"), ("bottom_mask_accuracy", "bottom-k mask", "--")),
+                   "Mask leak", "fraction of pixels kept (k)", "accuracy from the mask alone", ax)
+
+
+def _interval_bars(axis, table, value: str, title: str, ylabel: str, reference: float | None = None) -> None:
+    """Bars of ``value`` per method (x) and model (colour) on ``axis``, with 95% interval whiskers."""
+    import numpy as np
+
+    summary = _summarised(table, ["method", "model"], value)
+    methods = list(dict.fromkeys(summary["method"]))
+    models = list(dict.fromkeys(summary["model"]))
+    positions = np.arange(len(methods))
+    width = 0.8 / max(1, len(models))
+    for i, model in enumerate(models):
+        part = summary[summary["model"] == model].set_index("method").reindex(methods)
+        error = np.stack([(part["mean"] - part["low"]).fillna(0), (part["high"] - part["mean"]).fillna(0)])
+        axis.bar(positions + i * width, part["mean"], width, yerr=error, capsize=2, label=model)
+    if reference is not None:
+        axis.axhline(reference, color="grey", lw=0.8, ls="--")
+    axis.set_xticks(positions + width * (len(models) - 1) / 2, methods, rotation=20, fontsize=7)
+    axis.set(title=title, ylabel=ylabel)
+    axis.legend(fontsize=7)
+
+
+def plot_signal_coordinate(table, ax=None):
+    """The synthetic signal coordinate, per method and model with 95% intervals: ``quality`` = P[top
+    |attribution| on the signal] - P[bottom on it] (+1 ideal, below 0 feature inversion), and the mean
+    |cos(x, attribution)| (near 1: the attribution points along x). A given ``ax`` gets the quality panel alone."""
+    fig, axes = _axes(ax, 2 if ax is None else 1)
+    _interval_bars(axes[0], table, "quality", "Attribution quality at level 1", "p_top - p_bottom", reference=0)
+    if ax is None:
+        _interval_bars(axes[1], table, "abs_cos", "Alignment with the input", "|cos(x, attribution)|")
+    fig.tight_layout()
+    return fig
+
+
 PLOTTERS = {
     "unlearning": plot_unlearning, "weight_saliency": plot_weight_saliency,
     "diffroar": plot_diffroar, "signal_mass": plot_signal_mass,
     "class_sensitivity": plot_class_sensitivity, "randomization": plot_randomization,
     "local_faithfulness": plot_local_faithfulness, "activation_profiles": plot_activation_profiles,
+    "road": plot_road, "diffroar_leak": plot_diffroar_leak, "signal_coordinate": plot_signal_coordinate,
 }

@@ -1,0 +1,96 @@
+"""``gradaudit explain``: one image (or a tensor file) mapped by each named method into a figure, or
+a folder of images mapped in resumable shards (``shards``) on the local or the Ray executor."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ..engine.backprop import predicted_classes
+from ..loading import first_conv_channels, load_image, load_model, load_tensor_file
+from ..maps import heatmap
+from ..methods.cam import CAMMethod
+from ..report.figures import method_grid, zero_maps
+from .executor import make_executor
+from .registry import LAYER_METHODS, METHODS, MethodSettings, check_method_names
+from .runfolder import check_settings_file
+from .shards import image_files, map_folder
+
+
+def check_names(names: list[str], layer: str | None) -> tuple[str, ...]:
+    """``--method`` names from the registry; the layer methods need ``--layer``."""
+    names = check_method_names(names, "--method")
+    layered = sorted(set(LAYER_METHODS) & set(names))
+    if layered and not layer:
+        raise ValueError(f"--method {layered[0]} needs --layer (a conv layer's dotted name)")
+    return names
+
+
+def zero_line(name: str, method, example: int | None = None) -> str:
+    """The line ``explain`` prints for a map of ``name`` (drawn by ``method``) that is all zero, of example
+    ``example`` (None: the one input): for a CAM-family method, why (every weighted sum at its layer is
+    <= 0, so the final ReLU leaves nothing) and what to try."""
+    where = "" if example is None else f" of example {example}"
+    if isinstance(method, CAMMethod) and method.relu:
+        return (f"{name}: the map{where} is all zero: every weighted sum at layer {method.layer} is <= 0, so the final "
+                f"ReLU leaves nothing; try another --layer, or relu=False in the Python API to see the signed map")
+    return f"{name}: the map{where} is all zero"
+
+
+def explain_input(model_spec: str, weights: str | None, trust_pickle: bool, source: str, names: list[str],
+                  settings: MethodSettings, out: str | Path, target: int | None = None, channels: int | None = None,
+                  size: tuple | None = None, save_maps: str | None = None) -> Path:
+    """Map one image or tensor file (``source``) with each method and draw them beside it; returns the figure."""
+    names = check_names(names, settings.layer)
+    model = load_model(model_spec, weights, trust_pickle)
+    if source.endswith((".pt", ".pth")):
+        x = load_tensor_file(source, trust_pickle)
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{source} holds {type(x).__name__}; expected a tensor [C, H, W] or [B, C, H, W]")
+        x = x.unsqueeze(0) if x.ndim == 3 else x
+    else:
+        x = load_image(source, channels or first_conv_channels(model), size)
+    x = x.float()
+    target = target if target is not None else predicted_classes(model, x, len(x))
+    methods = {name: METHODS[name](settings) for name in names}
+    maps = {name: method(model, x, target) for name, method in methods.items()}
+    path = method_grid(x, maps, out, titles=[f"class {int(t)}" for t in torch.as_tensor(target).expand(len(x))],
+                       methods=methods)
+    print(f"explained class {torch.as_tensor(target).tolist()} with {', '.join(names)}")
+    for name, i in zero_maps(maps):
+        print(zero_line(name, methods[name], i if len(x) > 1 else None))
+    if save_maps:
+        torch.save({name: heatmap(m) for name, m in maps.items()}, save_maps)
+        print(f"maps ([B, H, W] tensors): {save_maps}")
+    return path
+
+
+def explain_folder(model_spec: str, weights: str | None, trust_pickle: bool, folder: str, out_dir: str | None,
+                   names: list[str], settings: MethodSettings, target: int | None = None,
+                   channels: int | None = None, size: tuple | None = None, shard_size: int = 64,
+                   executor: str | None = None, ray_address: str | None = None, cpus_per_task: float | None = None,
+                   gpus_per_task: float | None = None) -> tuple[int, int]:
+    """``--input-dir``: shards of images mapped locally or on Ray, one maps file per shard, resumable;
+    returns (shards written, shards already there)."""
+    names = check_names(names, settings.layer)
+    if not out_dir:
+        raise ValueError("--input-dir needs --out-dir (the folder for the maps files)")
+    image_files(folder)
+    if shard_size < 1:
+        raise ValueError(f"--shard-size must be >= 1; got {shard_size}")
+    if weights and not Path(weights).is_file():
+        raise FileNotFoundError(f"--weights {weights} does not exist")
+    digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:12] if weights else None
+    check_settings_file(out_dir, {"model": model_spec, "weights_sha256": digest, "methods": list(names),
+                                  **asdict(settings), "target": target, "channels": channels, "size": size,
+                                  "shard_size": shard_size}, "--out-dir")
+    runner = make_executor(executor or "local", ray_address, cpus_per_task or 1, gpus_per_task or 0)
+    try:
+        return map_folder(runner, folder, out_dir, model_spec, weights, trust_pickle, list(names),
+                          {"samples": settings.samples, "steps": settings.steps, "layer": settings.layer,
+                           "seed": settings.seed}, channels, size, target, shard_size)
+    finally:
+        runner.close()

@@ -1,0 +1,51 @@
+"""``gradaudit explain-text``: a language model's output attributed to its prompt's tokens."""
+
+from __future__ import annotations
+
+from html import escape
+from pathlib import Path
+
+from .. import text
+from ..errors import UsageError
+from .registry import text_method
+
+
+def explain_text(model_path: str, prompt: str, target: str | None = None, contrast: str | None = None,
+                 method: str = "ig", steps: int = 32, baseline: str = "zeros", reduce: str = "sum",
+                 kind: str = "auto", special_tokens: bool = True, html: str | None = None):
+    """Explain ``target`` (a continuation, or a class index of a classifier; None: the model's own choice),
+    optionally against ``contrast``; prints the coloured tokens and the top five; returns the scores."""
+    try:
+        model, tokenizer = text.load(model_path, kind)
+    except ImportError as err:
+        raise UsageError(str(err)) from err
+    tx = text.TextExplainer(model, tokenizer, add_special_tokens=special_tokens, reduce=reduce)
+    classifier = "SequenceClassification" in type(model).__name__
+
+    def parse(value):                     # class indices for classifiers, continuation text otherwise
+        return int(value) if classifier and value is not None and value.lstrip("-").isdigit() else value
+
+    wanted = parse(target)
+    if contrast is not None:
+        wanted = text.Contrast(wanted, parse(contrast))
+    if method == "reagent":
+        if not isinstance(wanted, str):
+            raise ValueError("--method reagent needs --target: a continuation of a causal LM (no --contrast)")
+        result = text.reagent(tx, prompt, wanted, max_steps=steps)
+        result.show()
+        print(f"p(target) {result.score:.4g}; ReAGent importances sum to 1")
+    else:
+        result = tx.explain(prompt, wanted, text_method(method, steps), baseline=baseline if method == "ig" else None)
+        result.show()
+        print(f"score {result.score:+.4f}   baseline {result.baseline_score:+.4f}   "
+              f"completeness gap {result.delta:+.2e}")
+    for token, score in result.top(5):
+        print(f"  {token!r:>16} {score:+.4f}")
+    if html:
+        page = (f"<!doctype html><meta charset='utf-8'><title>gradaudit explain-text</title>"
+                f"<p>prompt: {escape(prompt)}<br>target: {escape(str(target))}"
+                f"{' vs ' + escape(contrast) if contrast else ''}<br>method: {escape(method)}</p>"
+                f"<p style='font-size:1.4em'>{result.html()}</p>")
+        Path(html).write_text(page, encoding="utf-8")
+        print(f"html: {Path(html).resolve()}")
+    return result

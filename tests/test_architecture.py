@@ -1,0 +1,59 @@
+"""The layering is checked: the import contract holds, fails on a climbing import, and no module
+imports a private name from another package."""
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "gradaudit"
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+
+def _lint_imports(source_root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(source_root)}
+    return subprocess.run([str(LINT_IMPORTS), "--no-cache", str(ROOT / "pyproject.toml")], cwd=source_root,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(not LINT_IMPORTS.exists(), reason="import-linter is installed by the test extra")
+def test_the_import_contract_holds_and_breaks_on_a_climbing_import(tmp_path):
+    assert _lint_imports(ROOT / "src").returncode == 0
+    copy = tmp_path / "src"
+    shutil.copytree(PACKAGE, copy / "gradaudit", ignore=shutil.ignore_patterns("__pycache__"))
+    roar = copy / "gradaudit" / "audit" / "roar.py"
+    roar.write_text(roar.read_text() + "\nfrom ..report import write_report  # climbs: audit -> report\n")
+    broken = _lint_imports(copy)
+    assert broken.returncode != 0
+    assert "gradaudit.audit is not allowed to import gradaudit.report" in broken.stdout
+
+
+def _package_of(module: str) -> str:
+    """``gradaudit.audit.roar`` -> ``gradaudit.audit``; a top-level module is its own package."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def test_no_module_imports_a_private_name_from_another_package():
+    offences = []
+    for path in PACKAGE.rglob("*.py"):
+        module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        here = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                base = here[:len(here) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if not target.startswith("gradaudit") or _package_of(target) == _package_of(module):
+                continue
+            offences += [f"{module} imports {alias.name} from {target}" for alias in node.names
+                         if alias.name.startswith("_")]
+    assert offences == []

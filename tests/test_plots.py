@@ -1,0 +1,112 @@
+"""Every result the library returns plots: each audit (found by scanning the source for ``AuditResult("...")``)
+and each side table the report summarises, run on a tiny model and drawn alone and, over two seeds, in the report."""
+
+import re
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from nets import mlp, small_cnn
+
+import gradaudit as ga
+from gradaudit import audit, data, models, unlearn
+from gradaudit.audit import AuditResult
+from gradaudit.audit.plots import PLOTTERS
+from gradaudit.report.html import SUMMARY, _section
+
+matplotlib.use("Agg")
+
+SOURCE = Path(__file__).parents[1] / "src" / "gradaudit"
+AUDITS = sorted({name for path in SOURCE.rglob("*.py")
+                 for name in re.findall(r'AuditResult\(\s*"(\w+)"', path.read_text(encoding="utf-8"))})
+# The report's tables beyond the audits' own, less the job's accuracy table of the audited models.
+SIDE_TABLES = sorted(set(SUMMARY) - set(AUDITS) - {"models"})
+
+
+@pytest.fixture(scope="module")
+def results():
+    """name -> AuditResult of every audit and side table, each from a run on tiny models and data."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(12, 1, 8, 8, generator=generator)
+    y = torch.randint(0, 3, (12,), generator=generator)
+    net = small_cnn(classes=3).eval()
+    methods = {"Saliency": ga.Saliency(), "Random": ga.Random()}
+    mask = torch.zeros(12, 1, 8, 8, dtype=torch.bool)
+    mask[:, :, :4] = True
+    blocks = type("Blocks", (), {"x": x, "y": y, "signal_mask": mask})()
+    roar = audit.diffroar(methods, net, (x, y), (x, y), model_fn=lambda: models.mlp((1, 8, 8), 3, hidden=8),
+                          fractions=(0.25, 0.5), repeats=2, epochs=1, leak_check=True, progress=False)
+    points = torch.randn(40, 10, generator=generator)
+    labels = (points[:, 0] > 0).long()
+    forget, retain = (points[:8], labels[:8]), (points[8:30], labels[8:30])
+    vector_net = mlp(inputs=10, classes=2).eval()
+    saliency = unlearn.weight_saliency(vector_net, forget)
+    return {
+        "activation_profiles": audit.activation_profiles(net, (x, y), "3"),
+        "class_sensitivity": audit.class_sensitivity(methods, net, (x, y)),
+        "diffroar": roar,
+        "diffroar_leak": AuditResult("diffroar_leak", roar.extra["leak"]),
+        "local_faithfulness": audit.local_faithfulness({"Gradient": ga.Saliency(abs=False)}, net, x, samples=16,
+                                                       neighbourhoods=["gaussian:0.1", "mask:0.5"], limit=4),
+        "randomization": audit.randomization(methods, net, (x, y), limit=6),
+        "road": audit.road(methods, net, (x, y), fractions=(0.25, 0.5, 0.75)),
+        "signal_coordinate": audit.signal_coordinate(None, vector_net, data.signal_coordinates(24)),
+        "signal_mass": audit.signal_mass(methods, net, blocks),
+        "unlearning": audit.unlearning([unlearn.Retrain(epochs=1, batch_size=8), unlearn.FineTune(epochs=1)],
+                                       vector_net, forget, retain, (points[30:], labels[30:]), seeds=(0, 1),
+                                       progress=False),
+        "weight_saliency": AuditResult("weight_saliency", [
+            {"model": "random/0", "scenario": "random", "seed": 0, **row} for row in saliency.summary()]),
+    }
+
+
+def _holds_data(axis) -> bool:
+    """The axis shows a finite value of a data line, a bar or an image (reference lines across the axis,
+    drawn in axis coordinates, do not count)."""
+    values = [line.get_ydata() for line in axis.lines if line.get_transform() == axis.transData]
+    values += [[patch.get_height()] for patch in axis.patches if isinstance(patch, Rectangle)]
+    values += [image.get_array() for image in axis.images]
+    return any(np.isfinite(np.asarray(v, dtype=float)).any() for v in values if len(v))
+
+
+@pytest.mark.parametrize("name", AUDITS + SIDE_TABLES)
+def test_every_result_plots_alone_and_in_the_report(name, results):
+    assert name in PLOTTERS, f"no plotter for {name!r}: add one to gradaudit.audit.plots.PLOTTERS"
+    assert name in results, f"{name!r} has no tiny run in tests/test_plots.py's results fixture: add one"
+    figure = results[name].plot()
+    assert isinstance(figure, Figure)
+    assert any(_holds_data(axis) for axis in figure.axes), name
+    seeds = [{**row, "model": f"net/{seed}"} for seed in (0, 1) for row in results[name].rows]
+    assert _section(name, seeds)["image"]                       # the report averages the seeds and draws it too
+
+
+def test_the_audits_found_are_the_known_ones():
+    assert {"road", "signal_coordinate", "diffroar", "unlearning"} <= set(AUDITS)
+    assert {"diffroar_leak", "weight_saliency"} <= set(SIDE_TABLES)
+
+
+def test_road_draws_morf_and_lerf_curves_per_method_with_intervals(results):
+    axis = results["road"].plot().axes[0]
+    curves = {line.get_label(): line for line in axis.lines}
+    assert set(curves) == {f"{m} {o}" for m in ("Saliency", "Random") for o in ("MoRF", "LeRF")}
+    assert list(curves["Saliency MoRF"].get_xdata()) == [0.25, 0.5, 0.75]
+    rows = [r for r in results["road"].rows if r["method"] == "Saliency"]
+    assert list(curves["Saliency MoRF"].get_ydata()) == [r["morf_accuracy"] for r in rows]
+    assert len(axis.collections) == 4                          # one shaded 95% interval per curve
+    assert axis.get_xlabel() == "fraction of pixels imputed away"
+
+
+def test_class_sensitivity_axis_names_spearman(results):
+    axis = results["class_sensitivity"].plot().axes[0]
+    assert axis.get_ylabel() == "Spearman r"
+
+
+def test_a_missing_plotter_or_no_rows_is_a_clear_error():
+    with pytest.raises(NotImplementedError, match="no plotter for the 'new_audit' audit"):
+        AuditResult("new_audit", [{"model": "m", "value": 1.0}]).plot()
+    with pytest.raises(ValueError, match="the 'road' result has no rows"):
+        AuditResult("road", []).plot()
