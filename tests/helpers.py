@@ -43,11 +43,13 @@ def stored_rows(path, audit="diffroar"):
 
     if not path.exists():
         return []
-    with sqlite3.connect(path) as db:
-        try:
-            return db.execute("SELECT key, row FROM results WHERE audit = ? ORDER BY rowid", (audit,)).fetchall()
-        except sqlite3.OperationalError:
-            return []
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT key, row FROM results WHERE audit = ? ORDER BY rowid", (audit,)).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        db.close()
 
 
 def kill_once_rows_appear(process, store, timeout=300, audit="diffroar"):
@@ -63,4 +65,6 @@ def kill_once_rows_appear(process, store, timeout=300, audit="diffroar"):
     assert process.poll() is None, "the run finished before it could be interrupted:\n" + process.stdout.read()
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
     return stored_rows(store, audit)

@@ -12,7 +12,7 @@ def small_cnn(classes=3, channels=1):
         nn.Conv2d(channels, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(),
         nn.Flatten(), nn.Linear(6 * 4 * 4, classes),
-    )
+    ).eval()
 
 
 class Block(nn.Module):
@@ -73,7 +73,7 @@ def twin(net):
 
 def mlp(inputs=10, hidden=16, classes=3, activation=nn.ReLU):
     torch.manual_seed(2)
-    return nn.Sequential(nn.Linear(inputs, hidden), activation(), nn.Linear(hidden, classes))
+    return nn.Sequential(nn.Linear(inputs, hidden), activation(), nn.Linear(hidden, classes)).eval()
 
 
 class FunctionalAct(nn.Module):
@@ -94,7 +94,7 @@ def gap_cnn(classes=3):
     return nn.Sequential(
         nn.Conv2d(2, 5, 3, padding=1), nn.ReLU(), nn.Conv2d(5, 7, 3, padding=1), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(7, classes),
-    )
+    ).eval()
 
 
 def smooth_cnn(classes=3):
@@ -103,7 +103,7 @@ def smooth_cnn(classes=3):
     return nn.Sequential(
         nn.Conv2d(1, 4, 3, padding=1), nn.Softplus(), nn.Conv2d(4, 4, 3, padding=1), nn.Tanh(),
         nn.Flatten(), nn.Linear(4 * 8 * 8, classes),
-    )
+    ).eval()
 
 
 def double(net):

@@ -13,7 +13,7 @@ from gradaudit.methods.grid import AGGREGATES, VIRTUALS
 
 def linear_model():
     torch.manual_seed(0)
-    return nn.Linear(6, 3).double()
+    return nn.Linear(6, 3).double().eval()
 
 
 def test_gradient_of_linear_model_is_weight_row():

@@ -57,3 +57,19 @@ def test_no_module_imports_a_private_name_from_another_package():
             offences += [f"{module} imports {alias.name} from {target}" for alias in node.names
                          if alias.name.startswith("_")]
     assert offences == []
+
+
+def test_every_subpackage_the_readme_uses_as_ga_name_is_reachable_so():
+    import re
+    import types
+
+    import gradaudit as ga
+
+    used = set(re.findall(r"\bga\.([a-z_]+)\.", (ROOT / "README.md").read_text()))
+    assert "data" in used
+    for name in used | set(ga.SUBPACKAGES):
+        assert getattr(ga, name) is not None, name          # ga.config is an object, the rest subpackages
+    for name in ga.SUBPACKAGES:
+        assert isinstance(getattr(ga, name), types.ModuleType), name
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        ga.nothing  # noqa: B018

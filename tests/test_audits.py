@@ -138,7 +138,7 @@ def test_blur_control_adds_a_blurred_variant(blocks, net, monkeypatch):
 
 def test_class_sensitivity_on_a_linear_model():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).double()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).double().eval()
     dataset = type("D", (), {"x": torch.randn(5, 1, 4, 4, dtype=torch.float64)})()
     result = audit.class_sensitivity({"saliency": ga.Saliency(), "random": ga.Random()}, model, dataset)
     rows = {r["method"]: r for r in result.rows}

@@ -168,5 +168,14 @@ def test_explain_an_image_file(tmp_path):
     saved = torch.load(tmp_path / "maps.pt", weights_only=True)
     assert torch.allclose(saved["saliency"], ga.heatmap(ga.Saliency()(model, x, 3)), atol=1e-6)
     assert torch.allclose(saved["gradcam"], ga.heatmap(ga.GradCAM("conv2")(model, x, 3)), atol=1e-6)
-    no_layer = subprocess.run(command[:-10] + ["--method", "gradcam"], capture_output=True, text=True, env=env)
-    assert no_layer.returncode == 2 and "needs --layer" in no_layer.stderr
+    auto = subprocess.run(command[:-10] + ["--method", "gradcam", "--target", "3", "--out", str(tmp_path / "auto.png"),
+                                           "--save-maps", str(tmp_path / "auto.pt")], capture_output=True, text=True,
+                          env=env)
+    assert auto.returncode == 0, auto.stderr
+    chosen = auto.stdout.split("gradcam: layer='auto' chose '")[1].split("'")[0]      # printed, one line
+    assert chosen in dict(model.named_modules())
+    with pytest.warns(UserWarning, match=f"layer='auto' chose '{chosen}'"):
+        by_auto = ga.GradCAM("auto")(model, x, 3)
+    assert torch.equal(by_auto, ga.GradCAM(chosen)(model, x, 3))
+    assert torch.allclose(torch.load(tmp_path / "auto.pt", weights_only=True)["gradcam"], ga.heatmap(by_auto),
+                          atol=1e-6)

@@ -68,7 +68,7 @@ def test_layer_never_reached_in_forward():
             return self.head(self.used(x).mean((2, 3)))
 
     with pytest.raises(ValueError, match="layer 'unused' was never called during the model's forward"):
-        ga.GradCAM("unused")(Skips(), torch.randn(2, 1, 6, 6))
+        ga.GradCAM("unused")(Skips().eval(), torch.randn(2, 1, 6, 6))
 
 
 def test_layer_with_wrong_output_shape():
@@ -77,7 +77,7 @@ def test_layer_with_wrong_output_shape():
 
 
 def test_output_not_batch_by_classes_without_callable_target(x):
-    model = nn.Sequential(nn.Conv2d(1, 2, 3))
+    model = nn.Sequential(nn.Conv2d(1, 2, 3)).eval()
     with pytest.raises(ValueError, match=r"model output is \[2, 2, 6, 6\].*pass a callable target"):
         ga.Saliency()(model, x)
     assert ga.Saliency()(model, x, target=lambda out: out.sum((1, 2, 3))).shape == x.shape

@@ -25,7 +25,7 @@ def test_occlusion_equals_captum(window, stride):
 
 def linear_image_model(channels=1, size=4, classes=2):
     torch.manual_seed(1)
-    return nn.Sequential(nn.Flatten(), nn.Linear(channels * size * size, classes)).double()
+    return nn.Sequential(nn.Flatten(), nn.Linear(channels * size * size, classes)).double().eval()
 
 
 @pytest.mark.parametrize("groups", [None, 2])

@@ -131,7 +131,8 @@ def test_diffroar_with_road_fill_trains_on_imputed_images(monkeypatch):
 
     monkeypatch.setattr(roar, "fit_ensemble", spy_fit)
     monkeypatch.setattr(roar, "ensemble_accuracy", spy_accuracy)
-    result = audit.diffroar({"random": ga.Random()}, torch.nn.Identity(), train, test, fill="road", fractions=(0.5,),
+    audited = torch.nn.Identity().eval()
+    result = audit.diffroar({"random": ga.Random()}, audited, train, test, fill="road", fractions=(0.5,),
                             repeats=1, epochs=1, leak_check=True, progress=False,
                             model_fn=lambda: models.mlp((1, 56, 28), 2, hidden=8))
     assert len(seen["train"]) == 1 and len(seen["test"]) == 1

@@ -33,6 +33,7 @@ from .methods import (
     Saliency,
     SmoothGrad,
     SmoothGradCAMPlusPlus,
+    targets,
 )
 
 __version__ = "0.1.0"
@@ -58,5 +59,5 @@ __all__ = [
     "GuidedBackprop", "Deconvnet", "IntegratedGradients", "SmoothGrad", "GradCAM",
     "GradCAMPlusPlus", "SmoothGradCAMPlusPlus", "GuidedGradCAM", "LayerSaliency", "NormGrad",
     "LinearApprox", "Combine", "Random", "Occlusion", "LIME", "CLIME", "KernelSHAP", "MetaStep",
-    "DeepLift", "DeepLiftShap", "GradientShap",
+    "DeepLift", "DeepLiftShap", "GradientShap", "targets",
 ]

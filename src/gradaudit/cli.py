@@ -98,7 +98,7 @@ def _explain(args) -> int:
     if (args.input is None) == (args.input_dir is None):
         raise ValueError("give --input (one image or tensor file) or --input-dir with --out-dir (a folder of images)")
     names = args.method.split(",")
-    settings = MethodSettings(samples=args.samples, steps=args.steps, layer=args.layer, seed=0)
+    settings = MethodSettings(samples=args.samples, steps=args.steps, layer=args.layer or "auto", seed=0)
     if args.input_dir is not None:
         written, skipped = explain_folder(args.model, args.weights, args.trust_pickle, args.input_dir, args.out_dir,
                                           names, settings, args.target, args.channels, _size(args.size),
@@ -168,7 +168,8 @@ def parser() -> argparse.ArgumentParser:
                                         "default: train a standard and a robust small CNN on --data")
     audit.add_argument("--retrain", help="package.module:factory of the fresh model DiffROAR retrains (default: "
                                          "the first --models factory, or an MLP)")
-    audit.add_argument("--layer", help=f"dotted layer name for {', '.join(LAYER_METHODS)}")
+    audit.add_argument("--layer", help=f"dotted layer name for {', '.join(LAYER_METHODS)}, or auto (default: the "
+                                       "presets' conv2)")
     audit.add_argument("--recipe", help="DiffROAR retraining recipe, KEY=VALUE,... of optimizer, lr, momentum, "
                                         "weight_decay, schedule, epochs, batch_size (over the preset's)")
     audit.add_argument("--test-fraction", type=float,
@@ -216,7 +217,9 @@ def parser() -> argparse.ArgumentParser:
     explain.add_argument("--out-dir", help="with --input-dir: one maps-NNNNN.pt file per shard")
     explain.add_argument("--shard-size", type=int, default=64, help="images per shard (default 64)")
     explain.add_argument("--method", default="smoothgrad", help=f"one or more, comma-separated: {', '.join(METHODS)}")
-    explain.add_argument("--layer", help=f"dotted name of the layer for {', '.join(LAYER_METHODS)}")
+    explain.add_argument("--layer", help=f"dotted name of the layer for {', '.join(LAYER_METHODS)}; auto (default): "
+                                         "the last spatial layer of a CNN, the last block's first norm of a "
+                                         "transformer (the choice is printed)")
     explain.add_argument("--target", type=int, help="class to explain (default: the predicted class)")
     explain.add_argument("--steps", type=int, default=32, help="IG steps")
     explain.add_argument("--samples", type=int, default=32, help="SmoothGrad samples")

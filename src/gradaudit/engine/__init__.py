@@ -3,7 +3,7 @@
 Only this package touches hooks and autograd internals; methods are recipes on top of it.
 """
 
-from .backprop import Pass, RowConditioned, backprop, observe, predict, select_rows
+from .backprop import LayerOutput, Pass, RowConditioned, backprop, observe, predict, select_rows, survey
 from .chunks import auto_rows, sample_scores, sample_sum
 from .edit import edited_output
 from .guard import prepared
@@ -11,6 +11,7 @@ from .probe import resolve_layer
 from .target import Contrast, Target, as_target
 
 __all__ = [
-    "Pass", "RowConditioned", "backprop", "observe", "predict", "select_rows", "edited_output", "auto_rows",
-    "sample_sum", "sample_scores", "prepared", "resolve_layer", "Contrast", "Target", "as_target",
+    "Pass", "RowConditioned", "backprop", "observe", "predict", "select_rows", "survey", "LayerOutput",
+    "edited_output", "auto_rows", "sample_sum", "sample_scores", "prepared", "resolve_layer", "Contrast", "Target",
+    "as_target",
 ]

@@ -111,3 +111,43 @@ def observe(model: nn.Module, x: Tensor, rows: Tensor, layers) -> list[Tensor]:
     with Probe(layers) as probe:
         _forward(model, x, rows)
         return [a.detach() for a in probe.activations()]
+
+
+@dataclass(frozen=True)
+class LayerOutput:
+    """What a submodule produced on a one-example forward: its dotted ``name``, the ``module``,
+    the per-example ``shape`` of its output tensor (the first, for tuple outputs; None when it is
+    no tensor or its first axis is not the batch) and how many ``calls`` it had."""
+
+    name: str
+    module: nn.Module
+    shape: tuple[int, ...] | None
+    calls: int
+
+
+@torch.no_grad()
+def survey(model: nn.Module, x: Tensor) -> list[LayerOutput]:
+    """Every submodule the forward of ``x[:1]`` called, in the order of their last call's end
+    (a container comes after its children). Names are those of the user's model inside a wrapper
+    that sets ``explained_model``, as ``resolve_layer`` gives them. Hooks are removed on exit."""
+    found: dict[str, LayerOutput] = {}
+    named = [(name, module) for name, module in getattr(model, "explained_model", model).named_modules() if name]
+
+    def record(name, module):
+        def hook(_module, _inputs, output):
+            tensor = output[0] if isinstance(output, tuple) and output else output
+            batched = isinstance(tensor, Tensor) and tensor.ndim >= 1 and tensor.shape[0] == 1
+            calls = found.pop(name).calls + 1 if name in found else 1
+            found[name] = LayerOutput(name, module, tuple(tensor.shape[1:]) if batched else None, calls)
+
+        return hook
+
+    handles = []
+    try:
+        for name, module in named:
+            handles.append(module.register_forward_hook(record(name, module)))
+        _forward(model, x[:1], torch.zeros(1, dtype=torch.long, device=x.device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return list(found.values())

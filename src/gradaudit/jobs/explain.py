@@ -4,6 +4,7 @@ a folder of images mapped in resumable shards (``shards``) on the local or the R
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,18 +16,30 @@ from ..maps import heatmap
 from ..methods.cam import CAMMethod
 from ..report.figures import method_grid, zero_maps
 from .executor import make_executor
-from .registry import LAYER_METHODS, METHODS, MethodSettings, check_method_names
+from .registry import METHODS, MethodSettings, check_method_names
 from .runfolder import check_settings_file
 from .shards import image_files, map_folder
 
 
-def check_names(names: list[str], layer: str | None) -> tuple[str, ...]:
-    """``--method`` names from the registry; the layer methods need ``--layer``."""
-    names = check_method_names(names, "--method")
-    layered = sorted(set(LAYER_METHODS) & set(names))
-    if layered and not layer:
-        raise ValueError(f"--method {layered[0]} needs --layer (a conv layer's dotted name)")
-    return names
+def check_names(names: list[str]) -> tuple[str, ...]:
+    """``--method`` names from the registry (the layer methods take ``--layer``, "auto" by default)."""
+    return check_method_names(names, "--method")
+
+
+def explained(methods: dict, model, x, target) -> dict:
+    """{name: map} of each method; the layer that ``layer="auto"`` chose is printed as one note per method,
+    other warnings pass on unchanged."""
+    maps = {}
+    for name, method in methods.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            maps[name] = method(model, x, target)
+        for warning in caught:
+            if str(warning.message).startswith("layer='auto'"):
+                print(f"{name}: {str(warning.message).split(';')[0]}")
+            else:
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return maps
 
 
 def zero_line(name: str, method, example: int | None = None) -> str:
@@ -44,7 +57,7 @@ def explain_input(model_spec: str, weights: str | None, trust_pickle: bool, sour
                   settings: MethodSettings, out: str | Path, target: int | None = None, channels: int | None = None,
                   size: tuple | None = None, save_maps: str | None = None) -> Path:
     """Map one image or tensor file (``source``) with each method and draw them beside it; returns the figure."""
-    names = check_names(names, settings.layer)
+    names = check_names(names)
     model = load_model(model_spec, weights, trust_pickle)
     if source.endswith((".pt", ".pth")):
         x = load_tensor_file(source, trust_pickle)
@@ -56,7 +69,7 @@ def explain_input(model_spec: str, weights: str | None, trust_pickle: bool, sour
     x = x.float()
     target = target if target is not None else predicted_classes(model, x, len(x))
     methods = {name: METHODS[name](settings) for name in names}
-    maps = {name: method(model, x, target) for name, method in methods.items()}
+    maps = explained(methods, model, x, target)
     path = method_grid(x, maps, out, titles=[f"class {int(t)}" for t in torch.as_tensor(target).expand(len(x))],
                        methods=methods)
     print(f"explained class {torch.as_tensor(target).tolist()} with {', '.join(names)}")
@@ -75,7 +88,7 @@ def explain_folder(model_spec: str, weights: str | None, trust_pickle: bool, fol
                    gpus_per_task: float | None = None) -> tuple[int, int]:
     """``--input-dir``: shards of images mapped locally or on Ray, one maps file per shard, resumable;
     returns (shards written, shards already there)."""
-    names = check_names(names, settings.layer)
+    names = check_names(names)
     if not out_dir:
         raise ValueError("--input-dir needs --out-dir (the folder for the maps files)")
     image_files(folder)

@@ -38,7 +38,7 @@ class MethodSettings:
 
     samples: int = 32
     steps: int = 32
-    layer: str | None = None
+    layer: str = "auto"
     seed: int = 0
 
 

@@ -94,7 +94,10 @@ def check_classifier(model: nn.Module, name: str, x: Tensor, classes: int) -> No
 
 
 def check_layer(model: nn.Module, name: str, layer: str) -> None:
-    """``layer`` names a module of ``model`` (needed by the CAM and NormGrad methods)."""
+    """``layer`` names a module of ``model`` (needed by the CAM and NormGrad methods), or is "auto" (the
+    method chooses it on the first call)."""
+    if layer == "auto":
+        return
     try:
         resolve_layer(model, layer)
     except ValueError as err:

@@ -1,5 +1,6 @@
-"""Named attribution recipes on top of the engine."""
+"""Named attribution recipes on top of the engine, and ready-made targets (``targets``)."""
 
+from . import targets
 from .base import LayerMethod, Method
 from .cam import GradCAM, GradCAMPlusPlus, GuidedGradCAM, SmoothGradCAMPlusPlus
 from .control import Random
@@ -15,5 +16,5 @@ __all__ = [
     "Method", "LayerMethod", "Saliency", "InputXGradient", "GuidedBackprop", "Deconvnet",
     "IntegratedGradients", "SmoothGrad", "GradCAM", "GradCAMPlusPlus", "SmoothGradCAMPlusPlus",
     "GuidedGradCAM", "LayerSaliency", "NormGrad", "LinearApprox", "Combine", "Random",
-    "Occlusion", "LIME", "CLIME", "KernelSHAP", "MetaStep", "DeepLift", "DeepLiftShap", "GradientShap",
+    "Occlusion", "LIME", "CLIME", "KernelSHAP", "MetaStep", "DeepLift", "DeepLiftShap", "GradientShap", "targets",
 ]

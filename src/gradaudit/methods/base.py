@@ -19,6 +19,7 @@ from ..engine.checks import check_batch_size, check_choice, check_inputs, check_
 from ..engine.packing import current_layout, packed
 from ..engine.target import Target
 from ..maps import resize
+from .tokens import FeatureMap, auto_layer, check_grid
 
 
 @dataclass(frozen=True)
@@ -118,48 +119,52 @@ def fix_target(model: nn.Module, x: Tensor, target: Target, chunk: int) -> Targe
 class LayerMethod(Method):
     """A map built from the activation ``a`` and gradient ``g`` [R, C, *spatial] at ``layer``.
 
-    layer: dotted module name (``"layer4.1.conv2"``) or the module itself.
+    layer: dotted module name (``"layer4.1.conv2"``), the module itself, or "auto": the last
+        layer with a spatial output (CNN) or the last transformer block's first norm, with a
+        warning naming it (see ``tokens.auto_layer``).
     upsample: resize the map to the input's spatial size (False keeps the layer's resolution).
     interpolation: "bilinear" (the papers' choice) or "nearest" (Captum's default).
+    grid: (height, width) of the patch grid of a token layer [R, T, C] or a channels-last grid
+        [R, h, w, C]; None infers it from the model's patch embedding and the input size.
+    prefix: number of tokens before the patches (class, distillation, register tokens), dropped;
+        None: T - height * width.
+    Token and channels-last outputs are read as channels-first maps [R, C, h, w] (``tokens.FeatureMap``).
     """
 
     layer: str | nn.Module = None
     _: KW_ONLY
     upsample: bool = True
     interpolation: str = "bilinear"
+    grid: tuple[int, int] | None = None
+    prefix: int | None = None
 
     def __post_init__(self):
         if self.layer is None:
-            raise TypeError(f"{type(self).__name__} needs a layer: a dotted module name or a module")
+            raise TypeError(f"{type(self).__name__} needs a layer: a dotted module name, a module or \"auto\"")
         check_choice("interpolation", self.interpolation, ("bilinear", "nearest"))
+        object.__setattr__(self, "grid", check_grid(self.grid, self.prefix))
 
     def _map(self, a: Tensor, g: Tensor) -> Tensor:
         """[R, *spatial] map from activation and gradient at the layer."""
         raise NotImplementedError
 
-    def _layer(self, model: nn.Module):
-        return resolve_layer(model, self.layer)
+    def _observed(self, model: nn.Module, x: Tensor) -> tuple[tuple[str, nn.Module], FeatureMap]:
+        """The layer ``(name, module)`` to observe on inputs ``x`` and how to read its output as a
+        feature map; ``layer="auto"`` chooses the layer here (one survey forward, one warning)."""
+        auto = isinstance(self.layer, str) and self.layer == "auto"
+        layer = auto_layer(model, x, self.grid, self.prefix) if auto else resolve_layer(model, self.layer)
+        return layer, FeatureMap.of(model, x, layer[0], self.grid, self.prefix)
 
     def _finish(self, maps: Tensor, x: Tensor) -> Tensor:
         packed_inputs = current_layout() is not None                # tuple inputs: no one input size to match
         return resize(maps, x.shape[2:], self.interpolation) if self.upsample and not packed_inputs else maps
 
     def _explain(self, model, x, target, chunk):
-        layer = self._layer(model)
+        layer, read = self._observed(model, x)
 
         def rows(r, e, k):
             p = backprop(model, x[e], target, e, layers=[layer], wrt_input=False)
-            return (self._map(*spatial(layer[0], p.activations[0], p.gradients[0])),)
+            return (self._map(*read(p.activations[0], p.gradients[0])),)
 
         return self._finish(sample_sum(len(x), 1, chunk, rows, x.device)[0], x)
-
-
-def spatial(name: str, a: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
-    """Check a layer output is [R, C, *spatial] (1-D or 2-D spatial) and return (a, g)."""
-    if a.ndim not in (3, 4):
-        raise ValueError(
-            f"layer {name!r} outputs shape {list(a.shape)}; layer methods need [batch, channels, "
-            "height, width] (or [batch, channels, length]); pick a convolutional layer"
-        )
-    return a, g
 

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..engine import backprop, sample_sum
 from ..engine.noise import GaussianNoise, noise_scale, noisy
-from .base import LayerMethod, fix_target, spatial
+from .base import LayerMethod, fix_target
 from .gradient import GuidedBackprop
 from .noise import check_noise
 
@@ -93,16 +93,17 @@ class SmoothGradCAMPlusPlus(CAMMethod):
 
     def _explain(self, model, x, target, chunk):
         target = fix_target(model, x, target, chunk)
-        layer = self._layer(model)
+        layer, read = self._observed(model, x)
         scale = noise_scale(x, self.noise, self.sigma)
         draws = GaussianNoise(self.seed, len(x), x.shape[1:], x.dtype)
 
         def clean(r, e, k):
-            return (backprop(model, x[e], target, e, layers=[layer], wrt_input=False).activations[0],)
+            p = backprop(model, x[e], target, e, layers=[layer], wrt_input=False)
+            return (read(p.activations[0], p.gradients[0])[0],)
 
         def powers(r, e, k):
             p = backprop(model, noisy(x, e, k, scale, draws), target, e, layers=[layer], wrt_input=False)
-            g = spatial(layer[0], p.activations[0], p.gradients[0])[1]
+            g = read(p.activations[0], p.gradients[0])[1]
             g2 = g * g
             return g, g2, g2 * g
 
@@ -118,6 +119,6 @@ class GuidedGradCAM(CAMMethod):
 
     def _explain(self, model, x, target, chunk):
         target = fix_target(model, x, target, chunk)
-        cam = GradCAM(self.layer, upsample=True, interpolation=self.interpolation,
-                      relu=self.relu)._explain(model, x, target, chunk)
+        cam = GradCAM(self.layer, upsample=True, interpolation=self.interpolation, relu=self.relu, grid=self.grid,
+                      prefix=self.prefix)._explain(model, x, target, chunk)
         return GuidedBackprop()._explain(model, x, target, chunk) * cam.unsqueeze(1)

@@ -19,7 +19,7 @@ from torch import Tensor
 from ..engine import backprop, sample_sum
 from ..engine.checks import check_choice
 from ..maps import minmax, resize
-from .base import LayerMethod, Method, spatial
+from .base import LayerMethod, Method
 
 VIRTUALS = ("scaling", "conv1x1", "conv3x3", "depthwise3x3", "bias")
 AGGREGATES = ("sum", "norm", "filter_norm", "max")
@@ -170,13 +170,13 @@ class Combine(Method):
 
     def _explain(self, model, x, target, chunk):
         shared = [m for m in self.methods if _single_pass(m)]
-        layers = list(dict.fromkeys(m._layer(model) for m in shared))
+        observed = [m._observed(model, x) for m in shared]
+        layers = list(dict.fromkeys(layer for layer, _ in observed))
 
         def rows(r, e, k):
             p = backprop(model, x[e], target, e, layers=layers, wrt_input=False)
-            observed = zip(layers, p.activations, p.gradients, strict=True)
-            found = {name: spatial(name, a, g) for (name, _), a, g in observed}
-            return tuple(m._map(*found[m._layer(model)[0]]) for m in shared)
+            found = {name: (a, g) for (name, _), a, g in zip(layers, p.activations, p.gradients, strict=True)}
+            return tuple(m._map(*read(*found[layer[0]])) for m, (layer, read) in zip(shared, observed, strict=True))
 
         maps = dict(zip(shared, sample_sum(len(x), 1, chunk, rows, x.device), strict=False)) if shared else {}
         result = None

@@ -1,0 +1,132 @@
+"""ga.targets: each target equals its formula, and a method given it differentiates that formula."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import assert_close_rel, assert_unchanged, snapshot
+from torch import nn
+
+import gradaudit as ga
+
+Segmentation, Similarity, TimeStep = ga.targets.Segmentation, ga.targets.Similarity, ga.targets.TimeStep
+
+B = 3
+
+
+def seeded(*shape, seed=0):
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture
+def segmenter():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.Tanh(), nn.Conv2d(6, 4, 3, padding=1)).eval()
+
+
+@pytest.fixture
+def embedder():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 6)).eval()
+
+
+class Running(nn.Module):
+    """[B, T, F] -> [B, T, K]: a linear read-out of the running sum, so step t sees steps 0..t only."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.read = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.read(torch.tanh(x.cumsum(1)))
+
+
+def autograd_of(model, x, formula):
+    """d formula(model(x)).sum() / dx, the per-example input gradient of the formula."""
+    leaf = x.clone().requires_grad_(True)
+    return torch.autograd.grad(formula(model(leaf)).sum(), leaf)[0]
+
+
+def test_segmentation_is_the_class_output_summed_over_the_mask(segmenter):
+    x, mask, cls = seeded(B, 3, 8, 8), seeded(B, 8, 8, seed=1) > 0.5, torch.tensor([0, 3, 1])
+    before = snapshot(segmenter)
+    with torch.no_grad():
+        out = segmenter(x)
+    target = Segmentation(cls, mask)
+    assert_close_rel(target(out), (out[torch.arange(B), cls] * mask).sum((1, 2)))
+    shared = Segmentation(2, mask[0])
+    assert_close_rel(shared(out), (out[:, 2] * mask[0]).sum((1, 2)))
+    predicted = out.argmax(1) == 2
+    assert predicted.sum() > 0
+    assert_close_rel(Segmentation(2)(out), (out[:, 2] * predicted).sum((1, 2)))
+
+    for t, formula in [(target, lambda o: (o[torch.arange(B), cls] * mask).sum((1, 2))),
+                       (Segmentation(2), lambda o: (o[:, 2] * (o.detach().argmax(1) == 2)).sum((1, 2)))]:
+        expected = autograd_of(segmenter, x, formula)
+        assert expected.abs().amax() > 1e-3
+        assert_close_rel(ga.Saliency(abs=False)(segmenter, x, target=t), expected)
+    assert_unchanged(segmenter, before)
+
+
+def test_segmentation_follows_each_examples_mask_across_samples(segmenter):
+    """IntegratedGradients runs 16 rows per example in chunks of 5 rows that straddle examples:
+    each row must be scored with its own example's class and mask, or completeness breaks."""
+    x, mask, cls = seeded(B, 3, 8, 8), seeded(B, 8, 8, seed=1) > 0.5, torch.tensor([0, 3, 1])
+    target = Segmentation(cls, mask)
+    attr, gap = ga.IntegratedGradients(steps=16).with_delta(segmenter, x, target, batch_size=5)
+    with torch.no_grad():
+        change = target(segmenter(x)) - target(segmenter(torch.zeros_like(x)))
+    assert change.abs().min() > 1e-2
+    assert (gap.abs() < 1e-3 * change.abs()).all(), (gap, change)
+
+
+def test_similarity_is_the_cosine_to_the_reference(embedder):
+    x, reference = seeded(B, 10), seeded(6, seed=2) - 0.5
+    per_example = seeded(B, 6, seed=3) - 0.5
+    before = snapshot(embedder)
+    with torch.no_grad():
+        out = embedder(x)
+    for ref in (reference, per_example):
+        expected = F.cosine_similarity(out, ref.expand(B, 6), dim=1)
+        assert_close_rel(Similarity(ref)(out), expected)
+        grad = autograd_of(embedder, x, lambda o, ref=ref: F.cosine_similarity(o, ref.expand(B, 6), dim=1))
+        assert grad.abs().amax() > 1e-3
+        assert_close_rel(ga.Saliency(abs=False)(embedder, x, target=Similarity(ref)), grad)
+    # SmoothGrad selects the target's rows per chunk (Target.select): each example keeps its reference.
+    smooth = ga.SmoothGrad(ga.Saliency(abs=False), samples=4, noise=0.0)(embedder, x, Similarity(per_example),
+                                                                         batch_size=2)
+    assert_close_rel(smooth, ga.Saliency(abs=False)(embedder, x, Similarity(per_example)))
+    assert_unchanged(embedder, before)
+
+
+@pytest.mark.parametrize("t", [2, -1])
+def test_timestep_is_one_class_output_at_one_step(t):
+    model = Running().eval()
+    x, cls = seeded(B, 6, 5) - 0.5, torch.tensor([2, 0, 1])
+    before = snapshot(model)
+    with torch.no_grad():
+        out = model(x)
+    assert_close_rel(TimeStep(t, cls)(out), out[torch.arange(B), t, cls])
+    assert_close_rel(TimeStep(t, 1)(out), out[:, t, 1])
+    grad = ga.Saliency(abs=False)(model, x, target=TimeStep(t, cls))
+    assert_close_rel(grad, autograd_of(model, x, lambda o: o[torch.arange(B), t, cls]))
+    step = t % 6
+    assert (grad[:, step + 1:] == 0).all() and grad[:, :step + 1].abs().amin() > 0   # only steps 0..t matter
+    assert_unchanged(model, before)
+
+
+def test_targets_refuse_outputs_of_the_wrong_shape(segmenter, embedder):
+    x = seeded(2, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"Segmentation needs a model output \[batch, classes, height, width\]; "
+                                         r"got \[2, 6\]"):
+        ga.Saliency()(embedder, seeded(2, 10), target=Segmentation(0))
+    with pytest.raises(ValueError, match="target class 4 is out of range for a model with 4 outputs"):
+        ga.Saliency()(segmenter, x, target=Segmentation(4))
+    with pytest.raises(ValueError, match=r"Segmentation mask has shape \[2, 5, 5\]; the output's maps are \[8, 8\]"):
+        ga.Saliency()(segmenter, x, target=Segmentation(0, torch.ones(2, 5, 5)))
+    with pytest.raises(ValueError, match=r"Similarity needs a model output \[batch, 5\]"):
+        ga.Saliency()(embedder, seeded(2, 10), target=Similarity(torch.ones(5)))
+    with pytest.raises(ValueError, match=r"TimeStep t=6 is out of range for an output of 6 time steps"):
+        ga.Saliency()(Running().eval(), seeded(2, 6, 5), target=TimeStep(6, 0))
+    with pytest.raises(TypeError, match="TimeStep t must be an int"):
+        TimeStep(1.5, 0)
