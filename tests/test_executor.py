@@ -1,6 +1,8 @@
-"""Sweeps on Ray (`--executor ray`): the same rows as the local executor, a killed worker retried, a
-failing unit named while the others are kept, an unreachable address refused fast, and a driver
-killed mid-sweep resumed from the store. A real local Ray runs here (2 CPUs)."""
+"""Sweeps on Ray (`--executor ray`): the same rows as the local executor, a killed worker retried, a unit
+lost to the system submitted again a bounded number of times (its lost shared inputs put again), a
+failing unit named with its exception's type while the others are kept, the driver's authentication
+mode the user's or the cluster's, an unreachable address refused fast, and a driver killed mid-sweep
+resumed from the store. A real local Ray runs here (2 CPUs); tests/test_executor_nodeloss.py loses nodes."""
 
 import os
 import signal
@@ -15,7 +17,7 @@ from helpers import kill_once_rows_appear, stored_rows
 
 from gradaudit import cli, data, methods, models
 from gradaudit.audit import diffroar
-from gradaudit.jobs.executor import RayExecutor, make_executor
+from gradaudit.jobs.executor import RayExecutor, cluster_auth_mode, describe, lost_to_the_system, make_executor
 from gradaudit.store import Store
 from gradaudit.units import LocalExecutor, Unit, UnitsFailed
 
@@ -51,6 +53,16 @@ def _fail(_):
     raise ValueError("this cell cannot be computed")
 
 
+def _node_dies(marker, times):
+    """Fail as a lost node would, ``times`` times (counted in ``marker``), then succeed."""
+    marker = Path(marker)
+    attempts = int(marker.read_text()) + 1 if marker.exists() else 1
+    marker.write_text(str(attempts))
+    if attempts <= times:
+        raise ray.exceptions.NodeDiedError(f"fake node loss {attempts}\nnode id ...")
+    return attempts
+
+
 def test_units_run_on_ray_and_results_come_back_to_the_driver(local_ray):
     got = {}
     local_ray.run([Unit(f"u{i}", _twice, (local_ray.share(torch.full((3,), float(i))),)) for i in range(4)],
@@ -70,10 +82,59 @@ def test_a_worker_killed_mid_task_is_retried(local_ray, tmp_path):
 
 def test_a_unit_that_fails_for_good_is_named_and_the_others_are_kept(local_ray):
     got = []
-    with pytest.raises(UnitsFailed, match=r"1 of 3 units failed for good .*bad cell: .*this cell cannot be computed"):
+    with pytest.raises(UnitsFailed, match=r"1 of 3 units failed for good .*: bad cell: ValueError: this cell cannot be "
+                                          r"computed$"):
         local_ray.run([Unit("good 1", _twice, (1,)), Unit("bad cell", _fail, (0,)), Unit("good 2", _twice, (2,))],
                       lambda u, r: got.append((u.name, r)))
     assert sorted(got) == [("good 1", 2), ("good 2", 4)]
+
+
+def test_system_failures_are_told_from_the_units_own_and_described_by_type_and_first_line():
+    lost = ray.exceptions.OwnerDiedError("ab" * 14, None, "share")
+    system = [ray.exceptions.NodeDiedError("node died"), ray.exceptions.WorkerCrashedError(), lost,
+              ray.exceptions.ObjectLostError("ab" * 14, None, "share"),
+              ray.exceptions.ObjectFetchTimedOutError("ab" * 14, None, "share"),
+              ray.exceptions.RayTaskError("_run_with_threads", "traceback", lost)]
+    assert all(lost_to_the_system(err) for err in system)
+    own = ray.exceptions.RayTaskError("_run_with_threads", "traceback", ValueError("bad cell\nsecond line"))
+    assert not lost_to_the_system(own) and not lost_to_the_system(ValueError("x"))
+    assert describe(own) == "ValueError: bad cell"
+    assert describe(system[-1]) == f"OwnerDiedError: Failed to retrieve object {'ab' * 14}. The ObjectRef was " \
+                                   "created at: share"
+    assert describe(ray.exceptions.WorkerCrashedError()).startswith("WorkerCrashedError: The worker died unexpectedly")
+
+
+def test_a_unit_lost_to_the_system_goes_again_up_to_the_bound(local_ray, tmp_path, capsys):
+    got = []
+    with pytest.raises(UnitsFailed, match=r"^1 of 2 units failed for good .*: always lost: NodeDiedError: fake node "
+                                          r"loss 4 \(after 3 resubmissions\)$"):
+        local_ray.run([Unit("lost twice", _node_dies, (str(tmp_path / "twice"), 2)),
+                       Unit("always lost", _node_dies, (str(tmp_path / "always"), 99))],
+                      lambda unit, result: got.append((unit.name, result)))
+    assert got == [("lost twice", 3)]
+    said = capsys.readouterr().out
+    assert said.count("ray: lost twice lost to the system (NodeDiedError: fake node loss") == 2
+    assert said.count("ray: always lost lost to the system") == 3 and "(3 of 3)" in said
+
+
+def test_a_lost_shared_input_is_put_again_once_for_every_unit(local_ray):
+    data = torch.arange(3.0)
+    pinned, loose = local_ray.share((data,), pins=(data,)), local_ray.share(torch.ones(2))
+    unit = Unit("u", _twice, (pinned, loose, 5))
+    again = local_ray._put_again(unit, ray.exceptions.ObjectLostError(pinned.hex(), None, "share"))
+    assert again.args[0] != pinned and again.args[1:] == (loose, 5) and torch.equal(ray.get(again.args[0])[0], data)
+    assert local_ray.share((data,), pins=(data,)) == again.args[0]              # later shares get the new copy
+    other = local_ray._put_again(Unit("v", _twice, (pinned,)), ray.exceptions.RayTaskError(
+        "_run_with_threads", "traceback", ray.exceptions.OwnerDiedError(pinned.hex(), None, "share")))
+    assert other.args == again.args[:1]                                         # put once, not once per unit
+    assert local_ray._put_again(unit, ray.exceptions.NodeDiedError("node died")).args == again.args
+    local_ray.run([], lambda unit, result: None)
+
+
+def test_a_drivers_authentication_mode_other_than_disabled_or_token_is_refused_before_asking(monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_MODE", "sometimes")
+    with pytest.raises(ValueError, match="RAY_AUTH_MODE must be one of disabled, token; got 'sometimes'"):
+        cluster_auth_mode("127.0.0.1:9")
 
 
 def _small_diffroar(executor, store=None):
