@@ -59,6 +59,11 @@ def results():
         "unlearning": audit.unlearning([unlearn.Retrain(epochs=1, batch_size=8), unlearn.FineTune(epochs=1)],
                                        vector_net, forget, retain, (points[30:], labels[30:]), seeds=(0, 1),
                                        progress=False),
+        "insertion_deletion": audit.insertion_deletion(methods, net, (x, y), step=16),
+        "pointing_game": audit.pointing_game(methods, net, blocks, tolerance=2),
+        "relevance_mass": audit.relevance_mass(methods, net, blocks),
+        "relevance_rank": audit.relevance_rank(methods, net, blocks),
+        "infidelity": audit.infidelity(methods, net, (x, y), samples=4),
         "weight_saliency": AuditResult("weight_saliency", [
             {"model": "random/0", "scenario": "random", "seed": 0, **row} for row in saliency.summary()]),
     }

@@ -3,6 +3,7 @@
 from .faithfulness import Neighbourhood, Recommendation, local_faithfulness, recommendation
 from .groundtruth import signal_coordinate, signal_mass
 from .imputation import noisy_linear_impute
+from .metrics import infidelity, insertion_deletion, pointing_game, relevance_mass, relevance_rank
 from .profiles import activation_profiles, class_profiles
 from .results import AuditResult
 from .road import road
@@ -15,4 +16,5 @@ from .unlearning import mia_efficacy, unlearning
 __all__ = ["signal_mass", "signal_coordinate", "diffroar", "mask_leak", "blurred", "road", "noisy_linear_impute",
            "class_sensitivity", "randomization", "AuditResult", "local_faithfulness", "Neighbourhood",
            "recommendation", "Recommendation", "Interval", "mean_interval", "difference_interval", "verdict",
-           "activation_profiles", "class_profiles", "unlearning", "mia_efficacy"]
+           "activation_profiles", "class_profiles", "unlearning", "mia_efficacy", "insertion_deletion",
+           "infidelity", "pointing_game", "relevance_mass", "relevance_rank"]

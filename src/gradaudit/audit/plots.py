@@ -249,10 +249,53 @@ def plot_signal_coordinate(table, ax=None):
     return fig
 
 
+def plot_insertion_deletion(table, ax=None):
+    """RISE's insertion (solid) and deletion (dashed) curves, mean over images (and over rows of the same
+    model and method), one panel per model; the legend gives each method's mean AUCs. A faithful map
+    rises fast under insertion and falls fast under deletion."""
+    import numpy as np
+
+    models = list(dict.fromkeys(table["model"]))
+    fig, axes = _axes(ax, len(models))
+    for axis, model in zip(axes, models, strict=False):
+        part = table[table["model"] == model]
+        for i, method in enumerate(dict.fromkeys(part["method"])):
+            rows = part[part["method"] == method]
+            fractions = rows["fractions"].iloc[0]
+            for column, style in (("insertion", "-"), ("deletion", "--")):
+                curve = np.mean(np.array(rows[f"{column}_curve"].tolist(), dtype=float), axis=0)
+                axis.plot(fractions, curve, style, color=f"C{i % 10}",
+                          label=f"{method} {column} (AUC {rows[column].astype(float).mean():.3f})")
+        axis.set(title=f"Insertion / deletion - {model}", xlabel="fraction of pixels moved", ylabel="score")
+    axes[-1].legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def _metric_bars(value: str, title: str, ylabel: str):
+    """A plotter of ``value`` per method and model as bars with 95% interval whiskers."""
+    def plot(table, ax=None):
+        fig, axes = _axes(ax, 1, width=7)
+        _interval_bars(axes[0], table, value, title, ylabel)
+        fig.tight_layout()
+        return fig
+
+    plot.__doc__ = f"{title}: {ylabel} per method and model, with 95% intervals."
+    return plot
+
+
+plot_pointing_game = _metric_bars("accuracy", "Pointing game", "accuracy (mean over classes)")
+plot_relevance_mass = _metric_bars("relevance_mass", "Relevance mass accuracy", "share of relevance in the mask")
+plot_infidelity = _metric_bars("infidelity", "Infidelity (lower = more faithful)", "mean squared error")
+plot_relevance_rank = _metric_bars("relevance_rank", "Relevance rank accuracy", "share of top-K pixels in the mask")
+
+
 PLOTTERS = {
     "unlearning": plot_unlearning, "weight_saliency": plot_weight_saliency,
     "diffroar": plot_diffroar, "signal_mass": plot_signal_mass,
     "class_sensitivity": plot_class_sensitivity, "randomization": plot_randomization,
     "local_faithfulness": plot_local_faithfulness, "activation_profiles": plot_activation_profiles,
     "road": plot_road, "diffroar_leak": plot_diffroar_leak, "signal_coordinate": plot_signal_coordinate,
+    "insertion_deletion": plot_insertion_deletion, "pointing_game": plot_pointing_game,
+    "relevance_mass": plot_relevance_mass, "relevance_rank": plot_relevance_rank, "infidelity": plot_infidelity,
 }

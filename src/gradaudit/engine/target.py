@@ -102,7 +102,7 @@ class Contrast(Target):
     """
 
     def __init__(self, a, b):
-        self.a, self.b = _classes(a, "Contrast a"), _classes(b, "Contrast b")
+        self.a, self.b = class_indices(a, "Contrast a"), class_indices(b, "Contrast b")
 
     def scores(self, output, rows):
         return self.a.scores(output, rows) - self.b.scores(output, rows)
@@ -116,7 +116,7 @@ class Contrast(Target):
         return self.scores(output, torch.arange(len(output), device=output.device))
 
 
-def _classes(value, name: str, batch: int | None = None) -> Classes:
+def class_indices(value, name: str, batch: int | None = None) -> Classes:
     """Validate an int or integer tensor of classes into ``Classes``."""
     if isinstance(value, bool) or not isinstance(value, (numbers.Integral, Tensor, list, tuple)):
         raise TypeError(f"{name} must be an int or a LongTensor of shape [batch], got {type(value).__name__}")
@@ -142,4 +142,4 @@ def as_target(target, batch: int) -> Target:
         return target
     if callable(target) and not isinstance(target, Tensor):
         return Function(target)
-    return _classes(target, "target", batch)
+    return class_indices(target, "target", batch)

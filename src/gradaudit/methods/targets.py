@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..engine.target import Target, _classes
+from ..engine.target import Target, class_indices
 
 
 def _shape(output) -> str:
@@ -40,7 +40,7 @@ class Segmentation(_Callable):
     """
 
     def __init__(self, cls, mask: Tensor | None = None):
-        self.cls = _classes(cls, "Segmentation cls")
+        self.cls = class_indices(cls, "Segmentation cls")
         if mask is not None and (not isinstance(mask, Tensor) or mask.ndim not in (2, 3)):
             raise ValueError(f"Segmentation mask must be a tensor [height, width] or [batch, height, width]; got "
                              f"{_shape(mask)}")
@@ -94,7 +94,7 @@ class TimeStep(_Callable):
     def __init__(self, t: int, cls):
         if isinstance(t, bool) or not isinstance(t, int):
             raise TypeError(f"TimeStep t must be an int (a time step; negative counts from the end), got {t!r}")
-        self.t, self.cls = t, _classes(cls, "TimeStep cls")
+        self.t, self.cls = t, class_indices(cls, "TimeStep cls")
 
     def scores(self, output, rows):
         if not isinstance(output, Tensor) or output.ndim != 3:

@@ -45,6 +45,14 @@ audited models' seeds.</p>
 """
 
 TITLES = {
+    "insertion_deletion": "Insertion / deletion (RISE): area under the score curve as pixels are inserted "
+                          "into a blurred image / deleted to zero, no retraining",
+    "pointing_game": "Pointing game: share of maps whose maximum lies within the tolerance of the mask "
+                     "(mean over classes)",
+    "relevance_mass": "Relevance mass accuracy: share of positive relevance inside the mask",
+    "relevance_rank": "Relevance rank accuracy: share of the top-K pixels inside the mask (K = mask size)",
+    "infidelity": "Infidelity: squared error of the attributions' prediction of the output drop under "
+                  "perturbations (lower = more faithful)",
     "models": "Audited models: test accuracy (clean / under the PGD attack they were audited with)",
     "signal_coordinate": "Ground truth: synthetic signal coordinate (attribution quality at level 1)",
     "signal_mass": "Ground truth: attribution on the signal block (BlockMNIST; -top: BlockMNIST-Top)",
@@ -63,6 +71,11 @@ TITLES = {
 SHARES = {"saturated"}  # True/False columns, shown as the share of rows
 # audit -> (group keys, value columns); "kind" is the model name without its seed.
 SUMMARY = {
+    "insertion_deletion": (["kind", "method"], ["insertion", "deletion", "difference"]),
+    "pointing_game": (["kind", "method"], ["accuracy", "hit_rate"]),
+    "relevance_mass": (["kind", "method"], ["relevance_mass"]),
+    "relevance_rank": (["kind", "method"], ["relevance_rank"]),
+    "infidelity": (["kind", "method"], ["infidelity"]),
     "models": (["kind"], ["clean", "adversarial"]),
     "signal_coordinate": (["kind", "method"], ["p_top", "p_bottom", "quality", "abs_cos"]),
     "signal_mass": (["kind", "method"], ["signal_mass", "top_in_signal"]),
