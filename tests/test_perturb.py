@@ -64,6 +64,15 @@ def test_ridge_primal_and_dual_agree():
     wide = torch.randn(8, 30).double()
     primal, dual = ridge(design, targets, weights, 0.5), ridge(wide, targets[:, :8], weights[:8], 0.5)
     assert primal.shape == (2, 9) and dual.shape == (2, 31)
+
+    def normal_equations(x, t, w, penalty):      # (X'WX + P) b = X'Wt, intercept column last and unpenalised
+        xc = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+        p = penalty * torch.eye(xc.shape[1], dtype=x.dtype)
+        p[-1, -1] = 0
+        return torch.linalg.solve(xc.T @ (w[:, None] * xc) + p, xc.T @ (w[:, None] * t.T)).T
+
+    torch.testing.assert_close(primal, normal_equations(design, targets, weights, 0.5), rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(dual, normal_equations(wide, targets[:, :8], weights[:8], 0.5), rtol=1e-8, atol=1e-10)
     xc = torch.cat([design, torch.ones(30, 1, dtype=torch.float64)], 1)
     exact = ridge(design, targets, weights, 0.0)
     direct = torch.linalg.lstsq(xc * weights.sqrt()[:, None], (targets * weights.sqrt()).T).solution.T
