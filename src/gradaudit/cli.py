@@ -152,8 +152,9 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--preset", default="quick",
                        help="quick (the demo: about 4 minutes on 2 idle CPU cores, up to 6 on a busy machine), "
                             "synthetic (the paper's synthetic test bed, about 1 minute), paper, tiny")
-    audit.add_argument("--out", default="runs/quick", help="run folder (results.sqlite, models/, report.html)")
-    audit.add_argument("--methods", help=f"comma-separated: {','.join(METHODS)}")
+    audit.add_argument("--out", default="runs/quick", help="run folder (results.sqlite, models/, report.html); a rerun "
+                                                          "resumes it, and is refused if its settings differ")
+    audit.add_argument("--methods", help=f"comma-separated, of: {', '.join(METHODS)}")
     audit.add_argument("--fractions", help="comma-separated DiffROAR levels k (fraction of pixels kept)")
     audit.add_argument("--repeats", type=int, help="retraining seeds per DiffROAR cell")
     audit.add_argument("--seeds-per-model", type=int, help="seeds of each audited model (standard, robust)")
