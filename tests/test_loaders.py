@@ -67,6 +67,45 @@ def test_image_folders_split_grey_and_resize(tmp_path):
     assert grey.x.shape == (4, 1, 7, 5)
 
 
+def _mask_folder(root, split=False):
+    """Beside ``image_folder``'s images, masks/ with one PNG per image: its red channel above 127, so each
+    loaded mask can be checked against its own image."""
+    from PIL import Image
+
+    for path in sorted(root.rglob("*.png")):
+        relative = path.relative_to(root)
+        target = root / "masks" / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        red = np.asarray(Image.open(path).convert("RGB"))[..., 0]
+        Image.fromarray(((red > 127) * 255).astype(np.uint8)).save(target)
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_image_folders_with_masks_give_each_image_its_own_mask(tmp_path, split):
+    image_folder(tmp_path, per_class=6, split=split)
+    _mask_folder(tmp_path)
+    for part in ("train", "test"):
+        loaded = data.load(f"folder:{tmp_path}", part, test_fraction=0.3)
+        assert isinstance(loaded, data.MaskedImageData) and loaded.classes == ("cat", "dog")
+        assert loaded.signal_mask.shape == (len(loaded), 1, 12, 10) and loaded.signal_mask.dtype == torch.bool
+        assert torch.equal(loaded.signal_mask[:, 0], loaded.x[:, 0] > 127 / 255)
+    (tmp_path / "masks" / ("train" if split else "") / "cat" / sorted(
+        (tmp_path / "masks" / ("train" if split else "") / "cat").iterdir())[0].name).unlink()
+    with pytest.raises(FileNotFoundError, match="has no mask"):
+        data.load(f"folder:{tmp_path}", "train", test_fraction=0.3)
+
+
+def test_masks_of_another_size_are_refused(tmp_path):
+    from PIL import Image
+
+    image_folder(tmp_path, per_class=2)
+    _mask_folder(tmp_path)
+    for path in (tmp_path / "masks").rglob("*.png"):
+        Image.new("L", (5, 5)).save(path)
+    with pytest.raises(ValueError, match="masks must have the images' size"):
+        data.load(f"folder:{tmp_path}", "train", test_fraction=0.5)
+
+
 def test_npz_and_pt_files(tmp_path):
     images, labels = npz_file(tmp_path / "given.npz")
     test = data.load(f"npz:{tmp_path / 'given.npz'}", "test")

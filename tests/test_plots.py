@@ -64,6 +64,12 @@ def results():
         "relevance_mass": audit.relevance_mass(methods, net, blocks),
         "relevance_rank": audit.relevance_rank(methods, net, blocks),
         "infidelity": audit.infidelity(methods, net, (x, y), samples=4),
+        "sensitivity_max": audit.sensitivity_max(methods, net, (x, y), samples=3),
+        "faithfulness_correlation": audit.faithfulness_correlation(methods, net, (x, y), samples=4),
+        "monotonicity": audit.monotonicity(methods, net, (x, y), step=16),
+        "metric_audit": audit.metric_audit(
+            [audit.insertion_deletion({**methods, "Sobel": ga.Sobel()}, net, (x, y), step=16),
+             audit.infidelity({**methods, "Sobel": ga.Sobel()}, net, (x, y), samples=4)], resamples=20),
         "weight_saliency": AuditResult("weight_saliency", [
             {"model": "random/0", "scenario": "random", "seed": 0, **row} for row in saliency.summary()]),
     }

@@ -130,3 +130,75 @@ def test_targets_refuse_outputs_of_the_wrong_shape(segmenter, embedder):
         ga.Saliency()(Running().eval(), seeded(2, 6, 5), target=TimeStep(6, 0))
     with pytest.raises(TypeError, match="TimeStep t must be an int"):
         TimeStep(1.5, 0)
+
+
+class Detector(nn.Module):
+    """A toy detector with torchvision's output format: two anchor boxes moved by a linear head of the
+    image, labels 1 and 2, sigmoid scores."""
+
+    ANCHORS = torch.tensor([[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 3.0]])
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        z = self.head(x.flatten(1))
+        return [{"boxes": self.ANCHORS + 0.1 * r[:8].view(2, 4), "labels": torch.tensor([1, 2]),
+                 "scores": r[8:].sigmoid()} for r in z]
+
+
+def iou(a, b):
+    """IoU of two boxes by hand."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_box_score_is_iou_plus_score_of_the_matching_box_and_a_method_differentiates_it():
+    model, x = Detector().eval(), seeded(B, 1, 4, 4)
+    before = snapshot(model)
+    reference = torch.tensor([[0.0, 0.0, 2.0, 2.0], [1.2, 1.0, 3.0, 3.1]])
+    target = ga.targets.BoxScore(reference, torch.tensor([1, 2]))
+    output = model(x)
+    expected = torch.tensor([sum(iou(reference[k].tolist(), o["boxes"][k].tolist()) + o["scores"][k].item()
+                                 for k in range(2)) for o in output])
+    assert torch.allclose(target(output), expected, atol=1e-6)
+    xx = x.clone().requires_grad_()
+    truth, = torch.autograd.grad(target(model(xx)).sum(), xx)
+    assert torch.allclose(ga.Saliency(abs=False)(model, x, target=target), truth, atol=1e-6)
+    assert_unchanged(model, before)
+
+
+def test_box_score_ignores_boxes_of_another_label_and_warns_when_nothing_matches():
+    model, x = Detector().eval(), seeded(B, 1, 4, 4)
+    wrong_label = ga.targets.BoxScore(torch.tensor([[0.0, 0.0, 2.0, 2.0]]), torch.tensor([2]))
+    with pytest.warns(UserWarning, match="no predicted box matches"):
+        assert torch.equal(wrong_label(model(x)), torch.zeros(B))
+    far = ga.targets.BoxScore(torch.tensor([[10.0, 10.0, 12.0, 12.0]]), torch.tensor([1]))
+    with pytest.warns(UserWarning, match="IoU >= 0.5"):
+        assert torch.equal(far(model(x)), torch.zeros(B))
+
+
+def test_box_score_follows_each_images_boxes_across_samples():
+    model, x = Detector().eval(), seeded(2, 1, 4, 4)
+    boxes = [torch.tensor([[0.0, 0.0, 2.0, 2.0]]), torch.tensor([[1.0, 1.0, 3.0, 3.0]])]
+    labels = [torch.tensor([1]), torch.tensor([2])]
+    each = ga.targets.BoxScore(boxes, labels)
+    method = ga.IntegratedGradients(steps=4)              # 4 rows per image: the boxes must follow the rows
+    together = method(model, x, target=each)
+    for i in range(2):
+        alone = method(model, x[i:i + 1], target=ga.targets.BoxScore(boxes[i], labels[i]))
+        assert torch.allclose(together[i:i + 1], alone, atol=1e-6)
+
+
+def test_box_score_refuses_outputs_without_boxes_and_bad_references():
+    target = ga.targets.BoxScore(torch.tensor([[0.0, 0.0, 2.0, 2.0]]), torch.tensor([1]))
+    with pytest.raises(ValueError, match="detector's output"):
+        target(torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="boxes must be a tensor"):
+        ga.targets.BoxScore(torch.zeros(3), torch.tensor([1]))
+    with pytest.raises(ValueError, match="one label per box"):
+        ga.targets.BoxScore(torch.zeros(2, 4), torch.tensor([1]))

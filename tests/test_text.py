@@ -175,6 +175,29 @@ def test_minilm_similarity_attribution(encoder, tokenizer):
     assert torch.allclose(both[1].scores, alone.scores, atol=1e-5)
 
 
+def test_similar_to_equals_the_hand_written_similarity_and_the_command_line_explains_it(encoder, tokenizer, capsys):
+    tx = text.TextExplainer(encoder, tokenizer)
+    reference = "A man is playing a guitar."
+    with torch.no_grad():
+        ref = text.mean_pooled(_with_mask(encoder(**tokenizer(reference, return_tensors="pt"))))[0]
+    assert torch.allclose(tx.embedding(reference), ref, atol=1e-6)
+
+    def similarity(output):
+        return torch.cosine_similarity(text.mean_pooled(output), ref[None], dim=-1)
+
+    prompt = "A person plays an instrument on stage."
+    ours = tx.explain(prompt, text.SimilarTo(tx.embedding(reference)), ga.InputXGradient())
+    hand = tx.explain(prompt, similarity, ga.InputXGradient())
+    assert torch.allclose(ours.scores, hand.scores, atol=1e-6) and ours.score == pytest.approx(hand.score, abs=1e-6)
+    path = str(minilm.get_model_path())
+    assert main(["explain-text", "--model", path, "--kind", "embedder", "--prompt", prompt, "--similar-to", reference,
+                 "--method", "inputxgradient"]) == 0
+    assert f"score {ours.score:+.4f}" in capsys.readouterr().out
+    assert main(["explain-text", "--model", path, "--kind", "embedder", "--prompt", prompt]) == 2
+    assert "--similar-to TEXT" in capsys.readouterr().err
+    assert main(["explain-text", "--model", path, "--prompt", prompt, "--similar-to", "x", "--target", "y"]) == 2
+
+
 def _with_mask(output):
     output.attention_mask = torch.ones(output.last_hidden_state.shape[:2])
     return output

@@ -33,12 +33,13 @@ from .methods import (
     Saliency,
     SmoothGrad,
     SmoothGradCAMPlusPlus,
+    Sobel,
     targets,
 )
 
 __version__ = "0.1.0"
 
-SUBPACKAGES = ("audit", "data", "models", "train", "unlearn", "text", "report")
+SUBPACKAGES = ("audit", "data", "models", "train", "unlearn", "text", "report", "influence")
 
 
 def __getattr__(name: str):
@@ -58,6 +59,6 @@ __all__ = [
     "config", "Contrast", "heatmap", "Method", "LayerMethod", "Saliency", "InputXGradient",
     "GuidedBackprop", "Deconvnet", "IntegratedGradients", "SmoothGrad", "GradCAM",
     "GradCAMPlusPlus", "SmoothGradCAMPlusPlus", "GuidedGradCAM", "LayerSaliency", "NormGrad",
-    "LinearApprox", "Combine", "Random", "Occlusion", "LIME", "CLIME", "KernelSHAP", "MetaStep",
+    "LinearApprox", "Combine", "Random", "Sobel", "Occlusion", "LIME", "CLIME", "KernelSHAP", "MetaStep",
     "DeepLift", "DeepLiftShap", "GradientShap", "targets",
 ]

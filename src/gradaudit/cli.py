@@ -1,4 +1,5 @@
-"""Command line: ``gradaudit audit``, ``unlearn``, ``report``, ``explain``, ``recommend``, ``explain-text``."""
+"""Command line: ``gradaudit audit``, ``evaluate``, ``unlearn``, ``report``, ``explain``, ``recommend``,
+``explain-text``."""
 
 from __future__ import annotations
 
@@ -81,6 +82,19 @@ def _unlearn(args) -> int:
     return 0
 
 
+def _evaluate(args) -> int:
+    from .jobs import evaluate, presets
+
+    settings = presets.evaluate_preset(
+        args.preset, data=args.data, models=args.models, test_fraction=args.test_fraction, size=_size(args.size),
+        trust_pickle=args.trust_pickle or None, methods=tuple(args.methods.split(",")) if args.methods else None,
+        metrics=tuple(args.metrics.split(",")) if args.metrics else None, images=args.images, layer=args.layer,
+        samples=args.samples, steps=args.steps, recipe=_recipe(args.recipe), seed=args.seed,
+    )
+    evaluate.print_summary(evaluate.run(settings, args.out))
+    return 0
+
+
 def _recommend(args) -> int:
     from .jobs.recommend import print_ranking, recommend
 
@@ -116,7 +130,7 @@ def _explain_text(args) -> int:
     from .jobs.explain_text import explain_text
 
     explain_text(args.model, args.prompt, args.target, args.contrast, args.method, args.steps, args.baseline,
-                 args.reduce, args.kind, not args.no_special_tokens, args.html)
+                 args.reduce, args.kind, not args.no_special_tokens, args.html, args.similar_to)
     return 0
 
 
@@ -201,6 +215,32 @@ def parser() -> argparse.ArgumentParser:
     unlearn.add_argument("--trust-pickle", action="store_true",
                          help="allow pickled weights and data files (can run arbitrary code); off by default")
     unlearn.set_defaults(handler=_unlearn)
+    evaluate = commands.add_parser("evaluate", help="score methods with the metrics that need no retraining "
+                                                    "(insertion, deletion, infidelity, ...) and audit the metrics")
+    evaluate.add_argument("--preset", default="quick",
+                          help="quick (BlockMNIST from the bundled digits, a small CNN trained here, 200 images), tiny")
+    evaluate.add_argument("--out", default="runs/evaluate", help="run folder (results.sqlite, models/, report.html); "
+                                                               "a rerun resumes it, refused if its settings differ")
+    evaluate.add_argument("--data", help="the dataset as for audit --data (default: blockmnist); folder:DIR with a "
+                                         "DIR/masks folder gives the localisation metrics their masks")
+    evaluate.add_argument("--models", help="your trained models, NAME=package.module:factory@weights.pt[,NAME=...]; "
+                                           "default: train a small CNN on --data")
+    evaluate.add_argument("--methods", help=f"comma-separated, of: {', '.join(METHODS)} (Random and Sobel controls "
+                                            "are always added)")
+    evaluate.add_argument("--metrics", help="comma-separated, of: insertion, deletion, infidelity, sensitivity, "
+                                            "faithfulness, monotonicity, pointing, relevance, road (default: all "
+                                            "the data supports)")
+    evaluate.add_argument("--images", type=int, help="test images evaluated (default 200)")
+    evaluate.add_argument("--layer", help=f"layer of {', '.join(LAYER_METHODS)}: a dotted name or auto (default)")
+    evaluate.add_argument("--samples", type=int, help="SmoothGrad samples")
+    evaluate.add_argument("--steps", type=int, help="IG steps")
+    evaluate.add_argument("--recipe", help="training recipe of the CNN trained here, KEY=VALUE,...")
+    evaluate.add_argument("--seed", type=int)
+    evaluate.add_argument("--test-fraction", type=float, help="test share when the data has no test split")
+    evaluate.add_argument("--size", help="H,W: resize the images of folder:DIR")
+    evaluate.add_argument("--trust-pickle", action="store_true",
+                          help="allow pickled weights and data files (can run arbitrary code); off by default")
+    evaluate.set_defaults(handler=_evaluate)
     recommend = commands.add_parser("recommend", help="rank methods by how well they fit f on a neighbourhood")
     _model_arguments(recommend)
     recommend.add_argument("--data", help="a tensor [N, ...] saved with torch.save, or a dataset as for audit --data "
@@ -235,6 +275,8 @@ def parser() -> argparse.ArgumentParser:
     explain_text.add_argument("--prompt", required=True)
     explain_text.add_argument("--target", help="continuation text (causal LM) or class index (classifier); "
                                                "default: the greedy next token / the predicted class")
+    explain_text.add_argument("--similar-to", help="for an embedder (e.g. all-MiniLM-L6-v2): explain the cosine "
+                                                   "similarity of the prompt's embedding to this text's")
     explain_text.add_argument("--contrast", help="the dispreferred continuation or class: scores target minus this")
     explain_text.add_argument("--method", default="ig",
                               help=f"{', '.join(TEXT_METHODS)} (ig: the default), reagent (perturbation)")

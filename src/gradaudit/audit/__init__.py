@@ -1,8 +1,10 @@
 """Audits that say whether to believe an attribution: each returns an ``AuditResult``."""
 
+from .correlation import faithfulness_correlation, monotonicity
 from .faithfulness import Neighbourhood, Recommendation, local_faithfulness, recommendation
 from .groundtruth import signal_coordinate, signal_mass
 from .imputation import noisy_linear_impute
+from .metric_audit import DIRECTIONS, krippendorff_alpha, metric_audit
 from .metrics import infidelity, insertion_deletion, pointing_game, relevance_mass, relevance_rank
 from .profiles import activation_profiles, class_profiles
 from .results import AuditResult
@@ -10,6 +12,7 @@ from .road import road
 from .roar import blurred, diffroar, mask_leak
 from .sanity import randomization
 from .sensitivity import class_sensitivity
+from .stability import sensitivity_max
 from .stats import Interval, difference_interval, mean_interval, verdict
 from .unlearning import mia_efficacy, unlearning
 
@@ -17,4 +20,5 @@ __all__ = ["signal_mass", "signal_coordinate", "diffroar", "mask_leak", "blurred
            "class_sensitivity", "randomization", "AuditResult", "local_faithfulness", "Neighbourhood",
            "recommendation", "Recommendation", "Interval", "mean_interval", "difference_interval", "verdict",
            "activation_profiles", "class_profiles", "unlearning", "mia_efficacy", "insertion_deletion",
-           "infidelity", "pointing_game", "relevance_mass", "relevance_rank"]
+           "infidelity", "pointing_game", "relevance_mass", "relevance_rank", "metric_audit", "krippendorff_alpha",
+           "DIRECTIONS", "sensitivity_max", "faithfulness_correlation", "monotonicity"]

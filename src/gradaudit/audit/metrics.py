@@ -10,6 +10,8 @@
 [N, H, W] (a tensor whose first ``len(data)`` rows belong to the data's images, in order;
 ``infidelity`` also takes attributions of the input's shape).
 Maps of another size (a layer method's grid) are resized to the image bilinearly.
+Beside each mean, a row holds the per-image values it is taken over, ``<column>_each`` (a list, images in
+order: ``insertion_each``, ``hit_rate_each``, ...), for paired comparisons and ``metric_audit``.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ DEFAULT_STEPS = 32
 BLUR_SIZE, BLUR_SIGMA = 11, 5.0
 
 
-def _explained(value, model: nn.Module, x: Tensor, classes: Tensor, pool: Callable[[Tensor], Tensor],
-               batch: int = 200) -> Tensor:
+def explained_maps(value, model: nn.Module, x: Tensor, classes: Tensor, pool: Callable[[Tensor], Tensor],
+                   batch: int = 200) -> Tensor:
     """Maps [N, H, W] (float32, the images' size) for the images ``x`` [N, C, H, W]: ``value`` is a
     method, run for ``classes`` [N] in batches of ``batch`` and pooled over channels by ``pool``
     ([B, C, H, W] or a layer's [B, h, w] -> [B, h, w]), or precomputed maps [>= N, h, w] taken as given."""
@@ -113,7 +115,8 @@ def causal_curves(model: nn.Module, x: Tensor, maps: Tensor, classes: Tensor, st
         return sample_scores(model, target, n, steps + 1, auto_rows(model, x[:1]), moved, device=x.device)
 
 
-def _setup(data, limit: int | None):
+def image_data(data, limit: int | None):
+    """``data`` as ``Examples`` and its first ``limit`` inputs, which must be images [N, C, H, W]."""
     data = as_examples(data)
     x = data.x[:limit]
     if x.ndim != 4:
@@ -144,7 +147,7 @@ def insertion_deletion(methods, model: nn.Module, data, *, step: int | None = No
     image), and the mean curves ``insertion_curve``, ``deletion_curve`` against ``fractions`` (share of
     pixels moved).
     """
-    data, x = _setup(data, limit)
+    data, x = image_data(data, limit)
     pixels = x.shape[2] * x.shape[3]
     step = math.ceil(pixels / DEFAULT_STEPS) if step is None else int(step)
     if step < 1:
@@ -161,12 +164,13 @@ def insertion_deletion(methods, model: nn.Module, data, *, step: int | None = No
     rows = []
     for name, method in named_methods(methods).items():
         def compute(method=method):
-            maps = _explained(method, model, x, classes, _absolute)
+            maps = explained_maps(method, model, x, classes, _absolute)
             curves = {mode: causal_curves(model, x, maps, classes, start, finish, step, probability, seed).double()
                       for mode, start, finish in (("insertion", blurred, x), ("deletion", x, torch.zeros_like(x)))}
             areas = {mode: auc(curve) for mode, curve in curves.items()}
             return {**mean_interval(areas["insertion"]).as_row("insertion"),
                     **mean_interval(areas["deletion"]).as_row("deletion"),
+                    "insertion_each": areas["insertion"].tolist(), "deletion_each": areas["deletion"].tolist(),
                     **mean_interval(areas["insertion"] - areas["deletion"]).as_row("difference"),
                     "insertion_curve": curves["insertion"].mean(0).tolist(),
                     "deletion_curve": curves["deletion"].mean(0).tolist(), "fractions": fractions,
@@ -228,16 +232,16 @@ def pointing_game(methods, model: nn.Module, data, *, masks: Tensor | None = Non
     misses)), ``class_accuracy`` (the class as a string -> its accuracy) and ``hit_rate`` (the share of images hit,
     with its 95% interval over images).
     """
-    data, x = _setup(data, limit)
+    data, x = image_data(data, limit)
     masks = _masks(data, x, masks, "pointing_game")
     labels = _labels(data, x, "pointing_game")
     rows = []
     for name, method in named_methods(methods).items():
         def compute(method=method):
-            hits = pointing_hits(_explained(method, model, x, labels, _absolute), masks, tolerance).double()
+            hits = pointing_hits(explained_maps(method, model, x, labels, _absolute), masks, tolerance).double()
             per_class = {str(int(c)): hits[labels == c].mean().item() for c in labels.unique()}
             return {"accuracy": sum(per_class.values()) / len(per_class), "class_accuracy": per_class,
-                    **mean_interval(hits).as_row("hit_rate"), "images": len(x)}
+                    **mean_interval(hits).as_row("hit_rate"), "hit_rate_each": hits.tolist(), "images": len(x)}
 
         settings = {"model": model_name, "method": name, "tolerance": tolerance}
         rows.append(memo(store, "pointing_game", settings, compute))
@@ -267,16 +271,16 @@ def rank_in_mask(relevance: Tensor, masks: Tensor, seed: int = 0) -> Tensor:
 def _relevance_audit(audit: str, score, methods, model, data, masks, pool, limit, seed, model_name, store):
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {', '.join(POOLS)}; got {pool!r}")
-    data, x = _setup(data, limit)
+    data, x = image_data(data, limit)
     masks = _masks(data, x, masks, audit)
     labels = _labels(data, x, audit)
     rows = []
     for name, method in named_methods(methods).items():
         def compute(method=method):
-            relevance = _explained(method, model, x, labels, POOLS[pool])
+            relevance = explained_maps(method, model, x, labels, POOLS[pool])
             relevance = relevance.clamp(min=0) if pool == "positive" else relevance.abs()
             values = score(relevance, masks, seed).double()
-            return {**mean_interval(values).as_row(audit), "images": len(x)}
+            return {**mean_interval(values).as_row(audit), f"{audit}_each": values.tolist(), "images": len(x)}
 
         settings = {"model": model_name, "method": name, "pool": pool, "seed": seed}
         rows.append(memo(store, audit, settings, compute))
@@ -390,7 +394,7 @@ def infidelity(methods, model: nn.Module, data, *, perturbation="square", sample
     input element and are refused. Row per method: ``infidelity`` with its 95% interval over images. A
     callable perturbation is stored under its qualified name: give distinct perturbations distinct names.
     """
-    data, x = _setup(data, limit)
+    data, x = image_data(data, limit)
     if samples < 1:
         raise ValueError(f"samples must be a positive number; got {samples}")
     if perturbation == "square":
@@ -416,7 +420,8 @@ def infidelity(methods, model: nn.Module, data, *, perturbation="square", sample
                 raise ValueError(f"infidelity needs attributions of the input's shape {list(x.shape)} (or "
                                  f"[N, H, W]); {name} gives {list(attributions.shape)}")
             values = infidelity_scores(model, x, attributions.expand_as(x), classes, perturb, samples, normalize)
-            return {**mean_interval(values).as_row("infidelity"), "images": len(x)}
+            return {**mean_interval(values).as_row("infidelity"), "infidelity_each": values.tolist(),
+                    "images": len(x)}
 
         settings = {"model": model_name, "method": name, "perturbation": described, "samples": samples,
                     "normalize": normalize, "binary": binary, "seed": seed}

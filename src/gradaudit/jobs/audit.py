@@ -41,7 +41,15 @@ from .executor import make_executor
 from .presets import Preset, SyntheticPreset
 from .registry import LAYER_METHODS, METHODS, linear_methods
 from .runfolder import check_run_folder
-from .subjects import check_classes, check_classifier, check_layer, parse_models, trained_models, user_models
+from .subjects import (
+    check_classes,
+    check_classifier,
+    check_layer,
+    image_splits,
+    parse_models,
+    trained_models,
+    user_models,
+)
 
 
 def _evaluated(nets: dict, test_set, adversary: train.PGD, store: Store) -> None:
@@ -84,17 +92,12 @@ def run(settings: Preset | SyntheticPreset, out: str | Path) -> dict:
 
 def _datasets(settings: Preset) -> dict:
     """{layout: (train, test)}: BlockMNIST (random and, with ``top_layout``, Top) or the user's data."""
-    scheme, _, where = settings.data.partition(":")
-    if scheme != "blockmnist":
-        options = {"size": settings.size, "test_fraction": settings.test_fraction, "seed": settings.seed,
-                   "trust_pickle": settings.trust_pickle}
-        return {"random": data.load_splits(settings.data, **options)}
-    kwargs = {"digits": settings.digits, "copies": settings.copies, "seed": settings.seed,
-              "source": where or settings.source}
-    layouts = ("random", "top") if settings.top_layout and not settings.models else ("random",)
-    return {layout: (data.blockmnist("train", position=layout, **kwargs), data.blockmnist("test", position=layout,
-                                                                                            **kwargs))
-            for layout in layouts}
+    options = {"size": settings.size, "test_fraction": settings.test_fraction, "seed": settings.seed,
+               "trust_pickle": settings.trust_pickle, "digits": settings.digits, "copies": settings.copies,
+               "source": settings.source}
+    blockmnist = settings.data.partition(":")[0] == "blockmnist"
+    layouts = ("random", "top") if blockmnist and settings.top_layout and not settings.models else ("random",)
+    return {layout: image_splits(settings.data, position=layout, **options) for layout in layouts}
 
 
 def _images(settings: Preset, out: Path, store: Store, executor) -> None:

@@ -12,9 +12,13 @@ from .registry import text_method
 
 def explain_text(model_path: str, prompt: str, target: str | None = None, contrast: str | None = None,
                  method: str = "ig", steps: int = 32, baseline: str = "zeros", reduce: str = "sum",
-                 kind: str = "auto", special_tokens: bool = True, html: str | None = None):
+                 kind: str = "auto", special_tokens: bool = True, html: str | None = None,
+                 similar_to: str | None = None):
     """Explain ``target`` (a continuation, or a class index of a classifier; None: the model's own choice),
-    optionally against ``contrast``; prints the coloured tokens and the top five; returns the scores."""
+    optionally against ``contrast``, or for an embedder its cosine similarity to ``similar_to``'s embedding;
+    prints the coloured tokens and the top five; returns the scores."""
+    if similar_to is not None and (target is not None or contrast is not None):
+        raise ValueError("--similar-to explains an embedder's similarity to a text; it takes no --target or --contrast")
     try:
         model, tokenizer = text.load(model_path, kind)
     except ImportError as err:
@@ -26,6 +30,9 @@ def explain_text(model_path: str, prompt: str, target: str | None = None, contra
         return int(value) if classifier and value is not None and value.lstrip("-").isdigit() else value
 
     wanted = parse(target)
+    if similar_to is not None:
+        wanted = text.SimilarTo(tx.embedding(similar_to))
+        target = f"cosine similarity to {similar_to!r}"
     if contrast is not None:
         wanted = text.Contrast(wanted, parse(contrast))
     if method == "reagent":

@@ -190,3 +190,84 @@ def unlearn_preset(name: str, **overrides) -> UnlearnPreset:
                              f"got {len(entries)}")
         chosen["models"] = (str(entries[0]),)
     return replace(UNLEARN_PRESETS[name], **chosen)
+
+
+METRIC_NAMES = ("insertion", "deletion", "infidelity", "sensitivity", "faithfulness", "monotonicity", "pointing",
+                "relevance", "road")
+LOCALISATION_METRICS = ("pointing", "relevance")
+
+
+@dataclass(frozen=True)
+class EvaluatePreset:
+    """Every setting of a ``gradaudit evaluate`` run. ``methods`` are ``METHODS`` names (the Random and
+    Sobel controls are always added); ``metrics`` are ``METRIC_NAMES`` (empty: every metric the data
+    supports, the localisation metrics only on data with masks); ``images`` is how many test images
+    are evaluated. Without ``models`` one small CNN is trained here on the training split with ``recipe``."""
+
+    data: str = "blockmnist"
+    models: tuple = ()
+    test_fraction: float = 0.2
+    size: tuple | None = None
+    trust_pickle: bool = False
+    digits: tuple = (0, 1)
+    copies: int = 2
+    source: str | None = None
+    width: int = 16
+    recipe: dict = field(default_factory=lambda: {"optimizer": "adam", "lr": 1e-3, "epochs": 4, "batch_size": 64})
+    methods: tuple = ("saliency", "inputxgradient", "smoothgrad", "ig", "gradcam")
+    metrics: tuple = ()
+    images: int = 200
+    samples: int = 8
+    steps: int = 16
+    layer: str = "auto"
+    step: int | None = None
+    infidelity_samples: int = 50
+    sensitivity_samples: int = 10
+    radius: float = 0.02
+    faithfulness_samples: int = 50
+    road_fractions: tuple = (0.1, 0.3, 0.5)
+    resamples: int = 1000
+    seed: int = 0
+
+
+EVALUATE_PRESETS = {
+    "quick": EvaluatePreset(),
+    "tiny": EvaluatePreset(copies=1, images=12, samples=2, steps=4, infidelity_samples=8, sensitivity_samples=3,
+                           faithfulness_samples=8, road_fractions=(0.5,), resamples=100,
+                           recipe={"optimizer": "adam", "lr": 1e-3, "epochs": 1, "batch_size": 64},
+                           methods=("saliency", "gradcam")),
+}
+
+
+def check_metric_names(names, flag: str = "--metrics") -> tuple[str, ...]:
+    """``names`` as a tuple of ``METRIC_NAMES``; otherwise a ValueError naming ``flag`` and the choices."""
+    names = tuple(dict.fromkeys(names))
+    unknown = [n for n in names if n not in METRIC_NAMES]
+    if unknown:
+        raise ValueError(f"{flag}: unknown metric {unknown[0]!r}; choose from {', '.join(METRIC_NAMES)}")
+    return names
+
+
+def evaluate_preset(name: str, **overrides) -> EvaluatePreset:
+    """A named ``evaluate`` preset with the given settings replaced (None values are ignored)."""
+    if name not in EVALUATE_PRESETS:
+        raise ValueError(f"--preset must be one of {', '.join(EVALUATE_PRESETS)}; got {name!r}")
+    chosen = {k: v for k, v in overrides.items() if v is not None}
+    if "methods" in chosen:
+        chosen["methods"] = check_method_names(chosen["methods"], "--methods")
+    if "metrics" in chosen:
+        chosen["metrics"] = check_metric_names(chosen["metrics"])
+        if not chosen["metrics"]:
+            raise ValueError(f"--metrics is empty; choose from {', '.join(METRIC_NAMES)}")
+    for setting in ("images", "samples", "steps", "infidelity_samples", "sensitivity_samples"):
+        if setting in chosen:
+            check_positive_int("--" + setting.replace("_", "-"), chosen[setting])
+    if "models" in chosen:
+        chosen["models"] = tuple(str(entry) for entry in parse_models(chosen["models"]))
+    if "recipe" in chosen:
+        chosen["recipe"] = {**EVALUATE_PRESETS[name].recipe, **chosen["recipe"]}
+        try:
+            train.Recipe.of(**chosen["recipe"])
+        except TypeError as err:
+            raise UsageError(f"--recipe: {err}") from None
+    return replace(EVALUATE_PRESETS[name], **chosen)

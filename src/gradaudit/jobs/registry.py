@@ -28,6 +28,7 @@ from ..methods import (
     Random,
     Saliency,
     SmoothGrad,
+    Sobel,
 )
 
 
@@ -55,6 +56,7 @@ METHODS: dict[str, Callable[[MethodSettings], Method]] = {
     "normgrad": lambda p: NormGrad(p.layer),
     "linearapprox": lambda p: LinearApprox(p.layer),
     "random": lambda p: Random(seed=p.seed),
+    "sobel": lambda p: Sobel(),
 }
 LAYER_METHODS = ("gradcam", "gradcampp", "normgrad", "linearapprox")
 

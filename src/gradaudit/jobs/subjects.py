@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .. import train
+from .. import data, train
 from ..engine.probe import resolve_layer
 from ..loading import load_model
 from ..store import Store
@@ -59,6 +59,17 @@ def parse_models(entries) -> tuple[ModelEntry, ...]:
     if not parsed:
         raise ValueError("--models is empty; give NAME=package.module:factory@weights.pt")
     return tuple(parsed)
+
+
+def image_splits(spec: str, *, size=None, test_fraction: float = 0.2, seed: int = 0, trust_pickle: bool = False,
+                 digits=(0, 1), copies: int = 2, source: str | None = None, position: str = "random") -> tuple:
+    """(train, test) of ``spec``: BlockMNIST built from the bundled digits (or ``blockmnist:DIR``, or
+    ``source``) with ``digits``, ``copies`` and the signal block's ``position``, or any dataset ``data.load`` reads."""
+    scheme, _, where = spec.partition(":")
+    if scheme != "blockmnist":
+        return data.load_splits(spec, size=size, test_fraction=test_fraction, seed=seed, trust_pickle=trust_pickle)
+    kwargs = {"digits": digits, "copies": copies, "seed": seed, "source": where or source, "position": position}
+    return data.blockmnist("train", **kwargs), data.blockmnist("test", **kwargs)
 
 
 def check_classes(y_train: Tensor, y_test: Tensor, source: str) -> int:

@@ -3,7 +3,7 @@
 from . import targets
 from .base import LayerMethod, Method
 from .cam import GradCAM, GradCAMPlusPlus, GuidedGradCAM, SmoothGradCAMPlusPlus
-from .control import Random
+from .control import Random, Sobel
 from .deeplift import DeepLift, DeepLiftShap
 from .gradient import Deconvnet, GuidedBackprop, InputXGradient, Saliency
 from .grid import Combine, LayerSaliency, LinearApprox, NormGrad
@@ -15,6 +15,6 @@ from .perturb import CLIME, LIME, KernelSHAP, Occlusion
 __all__ = [
     "Method", "LayerMethod", "Saliency", "InputXGradient", "GuidedBackprop", "Deconvnet",
     "IntegratedGradients", "SmoothGrad", "GradCAM", "GradCAMPlusPlus", "SmoothGradCAMPlusPlus",
-    "GuidedGradCAM", "LayerSaliency", "NormGrad", "LinearApprox", "Combine", "Random",
+    "GuidedGradCAM", "LayerSaliency", "NormGrad", "LinearApprox", "Combine", "Random", "Sobel",
     "Occlusion", "LIME", "CLIME", "KernelSHAP", "MetaStep", "DeepLift", "DeepLiftShap", "GradientShap", "targets",
 ]

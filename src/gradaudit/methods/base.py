@@ -49,8 +49,9 @@ class Method:
         forward_args: extra arguments passed to the model after the inputs, not attributed (a
             tensor whose first axis is the batch follows the rows of each pass).
         batch_size: most model evaluations per pass (None: automatic under ``ga.config.memory_budget``).
-        Returns tensors on the inputs' device: input-shaped for input-space methods, [B, H, W] for
-        layer methods (at the layer's resolution when the inputs are a tuple)."""
+        Returns tensors on the inputs' device: input-shaped for input-space methods, [B, *spatial] for
+        layer methods ([B, H, W] for images, [B, L] for signals, [B, D, H, W] for volumes and video; at
+        the layer's resolution when the inputs are a tuple)."""
         return self._run(model, inputs, target, batch_size, self._explain, forward_args)
 
     def _run(self, model, inputs, target, batch_size, body, forward_args=()):
@@ -123,7 +124,8 @@ class LayerMethod(Method):
         layer with a spatial output (CNN) or the last transformer block's first norm, with a
         warning naming it (see ``tokens.auto_layer``).
     upsample: resize the map to the input's spatial size (False keeps the layer's resolution).
-    interpolation: "bilinear" (the papers' choice) or "nearest" (Captum's default).
+    interpolation: "bilinear" (the papers' choice; linear along each axis, so linear on 1-D and
+        trilinear on 3-D maps) or "nearest" (Captum's default).
     grid: (height, width) of the patch grid of a token layer [R, T, C] or a channels-last grid
         [R, h, w, C]; None infers it from the model's patch embedding and the input size.
     prefix: number of tokens before the patches (class, distillation, register tokens), dropped;

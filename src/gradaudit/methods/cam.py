@@ -1,8 +1,10 @@
 """The CAM family: Grad-CAM, Grad-CAM++, Smooth Grad-CAM++ and Guided Grad-CAM.
 
 Each map ends in a ReLU of a channel-weighted sum of the layer's activations, as the papers define
-it. Where no weighted sum is positive the map is exactly zero everywhere (a black panel);
-``relu=False`` returns the sum before that ReLU, so its negative evidence can be seen.
+it. Feature maps may have 1, 2 or 3 spatial axes ([R, C, L], [R, C, H, W], [R, C, D, H, W]); the
+means and sums "over ij" run over all of them, and maps are [B, *spatial]. Where no weighted sum is
+positive the map is exactly zero everywhere (a black panel); ``relu=False`` returns the sum before
+that ReLU, so its negative evidence can be seen.
 """
 
 from __future__ import annotations

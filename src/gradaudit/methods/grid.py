@@ -4,7 +4,8 @@ A virtual identity layer inserted after ``layer`` has parameter gradients at eac
 built from the activation a_u and the gradient g_u (C values each); an aggregation turns them
 into one number per location. The C x C (or 9C x C) products of the conv virtual layers are
 never materialised: their sum, norm, positive-part norm and max follow from O(C) statistics
-of each factor (see METHODS.md), so every cell costs O(C) per location.
+of each factor (see METHODS.md), so every cell costs O(C) per location. On 1-D and 3-D feature maps
+the 3x3 neighbourhoods of conv3x3 and depthwise3x3 are 3 and 3x3x3 (a Conv1d / Conv3d virtual layer).
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ AGGREGATES = ("sum", "norm", "filter_norm", "max")
 
 
 def _box(t: Tensor, reduce: str) -> Tensor:
-    """3x3 (or 3) neighbourhood sum or max of [N, C, *spatial] with zero padding."""
-    pad = (1, 1) * (t.ndim - 2)
-    padded = F.pad(t, pad)
-    if t.ndim == 4:
-        return F.avg_pool2d(padded, 3, stride=1) * 9 if reduce == "sum" else F.max_pool2d(padded, 3, stride=1)
-    return F.avg_pool1d(padded, 3, stride=1) * 3 if reduce == "sum" else F.max_pool1d(padded, 3, stride=1)
+    """3 x ... x 3 neighbourhood (3, 3x3 or 3x3x3 for 1 to 3 spatial axes) sum or max of [N, C, *spatial],
+    zero padded."""
+    rank = t.ndim - 2
+    padded = F.pad(t, (1, 1) * rank)
+    if reduce == "sum":
+        return (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[rank - 1](padded, 3, stride=1) * 3**rank
+    return (F.max_pool1d, F.max_pool2d, F.max_pool3d)[rank - 1](padded, 3, stride=1)
 
 
 def _pos(t: Tensor) -> Tensor:
@@ -44,7 +46,7 @@ def _neg(t: Tensor) -> Tensor:
 
 def _factor_stats(p: Tensor, patch: bool) -> dict[str, Tensor]:
     """Sum, squared norms (all, positive part, negative part), max and min of the vector p_u
-    at each location: p = a (conv1x1) or its 3x3 zero-padded patch (conv3x3). Each [R, *spatial]."""
+    at each location: p = a (conv1x1) or its 3x3 zero-padded patch (conv3x3; see ``_box``). Each [R, *spatial]."""
     stats = {
         "sum": p.sum(1), "sq": (p * p).sum(1), "sq_pos": (_pos(p) ** 2).sum(1),
         "sq_neg": (_neg(p) ** 2).sum(1), "max": p.amax(1), "min": p.amin(1),

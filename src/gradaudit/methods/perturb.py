@@ -8,6 +8,7 @@ share the same perturbation pattern, so one linear solve serves the whole batch.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -21,28 +22,44 @@ from ..engine.packing import current_layout
 from .base import Method, fix_target
 
 
+def _blocks(sizes: tuple[int, ...], block: tuple[int, ...]) -> Tensor:
+    """Row-major ids [*sizes] of the regular blocks (``block`` elements along each axis, cropped at the edge)."""
+    ids = torch.zeros((), dtype=torch.long)
+    for size, step in zip(sizes, block, strict=True):
+        ids = ids.unsqueeze(-1) * -(-size // step) + torch.arange(size) // step
+    return ids
+
+
 def feature_ids(groups, shape) -> tuple[Tensor, int]:
     """Feature index of every element of one example ([*shape] LongTensor) and the count d.
 
-    groups: None (each element its own feature), an int p (p x p patches of the spatial grid,
-    shared by all channels), or an int tensor [H, W] of ids 0..d-1 (superpixels).
+    shape: one example's shape; with groups, [C, *spatial] with 1 to 3 spatial axes (signals [C, L],
+    images [C, H, W], volumes and video [C, D, H, W]).
+    groups: None (each element its own feature), an int p (blocks of p along every spatial axis: p x p
+    patches of an image, p x p x p cubes of a volume), a tuple of one block size per spatial axis, or an
+    int tensor [*spatial] of ids 0..d-1 (superpixels); every group is shared by all channels.
     """
     if groups is None:
         count = int(torch.tensor(shape).prod())
         return torch.arange(count).view(shape), count
-    if len(shape) != 3:
-        raise ValueError(f"feature_groups needs image inputs [C, H, W]; got per-example shape {list(shape)}")
-    height, width = shape[1:]
+    if not 2 <= len(shape) <= 4:
+        raise ValueError("feature_groups needs inputs [B, C, L], [B, C, H, W] or [B, C, D, H, W]; got per-example "
+                         f"shape {list(shape)}")
+    spatial = tuple(shape[1:])
+    sizes = ", ".join(map(str, spatial))
     if isinstance(groups, int) and not isinstance(groups, bool):
         check_positive_int("feature_groups", groups)
-        columns = -(-width // groups)
-        ids = (torch.arange(height)[:, None] // groups) * columns + torch.arange(width)[None, :] // groups
-    elif isinstance(groups, Tensor) and tuple(groups.shape) == (height, width) and not groups.is_floating_point():
+        ids = _blocks(spatial, (groups,) * len(spatial))
+    elif isinstance(groups, tuple) and len(groups) == len(spatial) and all(
+            isinstance(p, int) and not isinstance(p, bool) and p > 0 for p in groups):
+        ids = _blocks(spatial, groups)
+    elif isinstance(groups, Tensor) and tuple(groups.shape) == spatial and not groups.is_floating_point():
         ids = groups.long()
         if int(ids.min()) != 0 or ids.unique().numel() != int(ids.max()) + 1:
             raise ValueError("feature_groups ids must be 0..d-1 with every id used")
     else:
-        raise ValueError(f"feature_groups must be None, a patch size, or an int tensor of shape [{height}, {width}]")
+        raise ValueError(f"feature_groups must be None, a patch size, a tuple of {len(spatial)} block sizes (one per "
+                         f"spatial axis) or an int tensor of shape [{sizes}]; got {groups!r}")
     _, ids = ids.unique(return_inverse=True)
     return ids.expand(shape), int(ids.max()) + 1
 
@@ -51,7 +68,8 @@ def ridge(design: Tensor, targets: Tensor, weights: Tensor, penalty: float) -> T
     """Weighted ridge regression with an unpenalised intercept (last column of the result).
 
     design [n, d], targets [B, n], weights [n] -> coefficients [B, d + 1] (intercept last).
-    Solves in the dual (n x n) when n < d, so many features stay cheap.
+    Solves in the dual (n x n) when n < d, so many features stay cheap. Without a penalty the weighted
+    design must determine every coefficient (rank d), else a ValueError says to raise samples.
     """
     n, d = design.shape
     root = weights.sqrt()[:, None]
@@ -59,6 +77,10 @@ def ridge(design: Tensor, targets: Tensor, weights: Tensor, penalty: float) -> T
     mean_y = (targets * weights).sum(1, keepdim=True) / weights.sum()
     xc = (design - mean_x) * root                                        # [n, d]
     yc = ((targets - mean_y) * root.T).T                                 # [n, B]
+    if penalty == 0 and (n <= d or int(torch.linalg.matrix_rank(xc)) < d):  # centred: rank <= n - 1
+        raise ValueError(f"the least-squares fit of {n} samples on {d} features is singular (the samples do not "
+                         "determine every feature's coefficient); raise samples, group features with "
+                         "feature_groups=, or set penalty > 0")
     eye = torch.eye(min(n, d), dtype=design.dtype, device=design.device)
     if n >= d:
         beta = torch.linalg.solve(xc.T @ xc + penalty * eye, xc.T @ yc)   # [d, B]
@@ -79,38 +101,51 @@ class PerturbationMethod(Method):
         return sample_scores(model, target, len(x), n, chunk, perturb, x.device)
 
 
+def _per_axis(name: str, value, rank: int) -> tuple[int, ...]:
+    """``value`` (an int, or a tuple of ``rank`` ints) as one int per spatial axis."""
+    values = (value,) * rank if isinstance(value, int) and not isinstance(value, bool) else value
+    if not (isinstance(values, (tuple, list)) and len(values) == rank
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in values)):
+        raise ValueError(f"{name} must be an int or a tuple of {rank} ints, one per spatial axis of the inputs; "
+                         f"got {value!r}")
+    return tuple(values)
+
+
 @dataclass(frozen=True)
 class Occlusion(PerturbationMethod):
-    """f(x) - f(x with a window set to ``fill``), averaged over the windows covering each pixel.
+    """f(x) - f(x with a window set to ``fill``), averaged over the windows covering each element.
 
-    window, stride: ints or (h, w) over the spatial grid, all channels at once; windows start at
-    multiples of the stride and the last one is cropped at the edge (Captum's convention).
+    window, stride: ints or tuples of one int per spatial axis of the inputs ((L,) for signals [B, C, L],
+    (h, w) for images, (d, h, w) for volumes and video [B, C, D, H, W]), all channels at once; windows
+    start at multiples of the stride and the last one is cropped at the edge (Captum's convention).
     """
 
     window: int | tuple = 4
     stride: int | tuple = 2
     fill: float = 0.0
 
-    def _windows(self, height: int, width: int) -> Tensor:
-        """Bool [n_windows, H, W] of the occluded pixels of each window."""
-        (wh, ww), (sh, sw) = ((v, v) if isinstance(v, int) else tuple(v) for v in (self.window, self.stride))
-        if wh > height or ww > width or sh > wh or sw > ww or min(wh, ww, sh, sw) < 1:
-            raise ValueError(f"window {self.window} / stride {self.stride} do not fit a {height}x{width} input "
-                             "(need 1 <= stride <= window <= size)")
-        starts = [[i * s for i in range(-(-(size - w) // s) + 1)] for size, w, s in ((height, wh, sh), (width, ww, sw))]
-        masks = torch.zeros(len(starts[0]) * len(starts[1]), height, width, dtype=torch.bool)
-        for i, (top, left) in enumerate((t, s) for t in starts[0] for s in starts[1]):
-            masks[i, top:top + wh, left:left + ww] = True
+    def _windows(self, sizes: tuple[int, ...]) -> Tensor:
+        """Bool [n_windows, *sizes] of the occluded elements of each window."""
+        window, stride = (_per_axis(name, v, len(sizes)) for name, v in (("window", self.window),
+                                                                          ("stride", self.stride)))
+        if any(w > n or s > w or s < 1 for n, w, s in zip(sizes, window, stride, strict=True)):
+            raise ValueError(f"window {self.window} / stride {self.stride} do not fit a {'x'.join(map(str, sizes))} "
+                             "input (need 1 <= stride <= window <= size)")
+        starts = [[i * s for i in range(-(-(n - w) // s) + 1)] for n, w, s in zip(sizes, window, stride, strict=True)]
+        corners = list(itertools.product(*starts))
+        masks = torch.zeros(len(corners), *sizes, dtype=torch.bool)
+        for i, corner in enumerate(corners):
+            masks[(i, *(slice(c, c + w) for c, w in zip(corner, window, strict=True)))] = True
         return masks
 
     def _explain(self, model, x, target, chunk):
         if current_layout() is not None:
-            raise ValueError("Occlusion slides windows over one image input [B, C, H, W]; for tuple inputs use "
+            raise ValueError("Occlusion slides windows over one input [B, C, *spatial]; for tuple inputs use "
                              "LIME, KernelSHAP or CLIME, which perturb every input feature")
-        if x.ndim != 4:
-            raise ValueError(f"Occlusion needs image inputs [B, C, H, W]; got {list(x.shape)}")
+        if not 3 <= x.ndim <= 5:
+            raise ValueError(f"Occlusion needs inputs [B, C, L], [B, C, H, W] or [B, C, D, H, W]; got {list(x.shape)}")
         target = fix_target(model, x, target, chunk)
-        masks = self._windows(*x.shape[2:]).to(x.device)
+        masks = self._windows(tuple(x.shape[2:])).to(x.device)
         flat = masks.flatten(1).to(x.dtype)
 
         def occlude(e, k):
@@ -118,8 +153,8 @@ class Occlusion(PerturbationMethod):
 
         clean = self._evaluate(model, x, target, chunk, 1, lambda e, k: x[e])
         drops = clean - self._evaluate(model, x, target, chunk, len(masks), occlude)   # [B, n]
-        per_pixel = (drops.to(x.dtype) @ flat) / flat.sum(0)
-        return per_pixel.view(len(x), 1, *x.shape[2:]).expand_as(x).contiguous()
+        per_element = (drops.to(x.dtype) @ flat) / flat.sum(0)
+        return per_element.view(len(x), 1, *x.shape[2:]).expand_as(x).contiguous()
 
 
 def _binary_perturb(x: Tensor, ids: Tensor, masks: Tensor, baseline: float):
@@ -140,7 +175,13 @@ def _spread(coefficients: Tensor, ids: Tensor, x: Tensor) -> Tensor:
 class LIME(PerturbationMethod):
     """LIME (Ribeiro et al. 2016): binary masks z ~ Bernoulli(1/2) over features (x' = x * z, or
     the ``baseline`` where z = 0), weighted by exp(-D(z)^2 / kernel_width^2) with D the fraction-
-    normalised L2 distance ||1 - z|| / sqrt(d); weighted ridge fit; coefficients per feature."""
+    normalised L2 distance ||1 - z|| / sqrt(d); weighted ridge fit; coefficients per feature.
+
+    feature_groups: None (every element a feature), a block size p (p, p x p or p x p x p blocks of
+    a signal, image or volume, shared by the channels), a tuple of one block size per spatial axis, or
+    an int tensor [*spatial] of group ids 0..d-1 (see ``feature_ids``).
+    penalty: ridge penalty; with 0 (KernelSHAP's default) ``samples`` must exceed the number of features.
+    """
 
     samples: int = 1000
     kernel_width: float = 1.0
@@ -166,6 +207,10 @@ class LIME(PerturbationMethod):
     def _explain(self, model, x, target, chunk):
         target = fix_target(model, x, target, chunk)
         ids, d = feature_ids(self.feature_groups, x.shape[1:])
+        if self.penalty == 0 and self.samples <= d:
+            raise ValueError(f"{type(self).__name__}(samples={self.samples}) cannot fit {d} features without a "
+                             f"penalty: samples must be > {d} (one coefficient per feature and an intercept); raise "
+                             "samples, group features with feature_groups=, or set penalty > 0")
         ids = ids.to(x.device)
         masks = self._masks(d, x.device)
         scores = self._evaluate(model, x, target, chunk, self.samples, _binary_perturb(x, ids, masks, self.baseline))

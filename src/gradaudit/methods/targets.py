@@ -1,5 +1,5 @@
 """Ready-made targets for outputs other than class logits [B, K]: ``ga.targets.Segmentation``,
-``Similarity`` and ``TimeStep``.
+``BoxScore``, ``Similarity`` and ``TimeStep``.
 
 Each is a ``Target``: any method takes it as ``target=`` and it scores every row a method evaluates
 for the example that row belongs to (its per-example class, mask or reference follow the rows of
@@ -8,6 +8,8 @@ Formulas as pytorch-grad-cam's ``utils/model_targets.py``.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +69,76 @@ class Segmentation(_Callable):
         return new
 
 
+def box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """Intersection over union [M, P] of boxes ``a`` [M, 4] and ``b`` [P, 4] given as (x1, y1, x2, y2)."""
+    top_left = torch.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    intersection = (bottom_right - top_left).clamp(min=0).prod(2)
+    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(1)
+    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(1)
+    return intersection / (area_a[:, None] + area_b[None, :] - intersection).clamp(min=1e-12)
+
+
+class BoxScore(Target):
+    """Detection score of reference boxes, for detectors returning torchvision-style outputs: a list with
+    one dict per image holding ``boxes`` [P, 4] (x1, y1, x2, y2), ``labels`` [P] and ``scores`` [P].
+
+    For each reference box (``boxes`` [M, 4] with ``labels`` [M], the same for every image, or lists of
+    them, one per image) the predicted box of the same label with the highest IoU, if that IoU is at least
+    ``iou``, contributes IoU + its score (pytorch-grad-cam's ``FasterRCNNBoxScoreTarget``); the image's
+    score is the sum. An image where no reference is matched scores 0, with a warning.
+    """
+
+    def __init__(self, boxes, labels, iou: float = 0.5):
+        per_image = isinstance(boxes, (list, tuple))
+        pairs = list(zip(boxes, labels, strict=True)) if per_image else [(boxes, labels)]
+        for box, label in pairs:
+            if not isinstance(box, Tensor) or box.ndim != 2 or box.shape[1] != 4:
+                raise ValueError(f"BoxScore boxes must be a tensor [M, 4] of (x1, y1, x2, y2) or a list of them, "
+                                 f"one per image; got {_shape(box)}")
+            if not isinstance(label, Tensor) or label.shape != box.shape[:1]:
+                raise ValueError(f"BoxScore labels must be a tensor [M] with one label per box ({len(box)}); got "
+                                 f"{_shape(label)}")
+        if not 0 <= iou <= 1:
+            raise ValueError(f"BoxScore iou must be a threshold in [0, 1]; got {iou!r}")
+        self.pairs, self.per_image, self.iou = pairs, per_image, float(iou)
+
+    def scores(self, output, rows):
+        if not isinstance(output, (list, tuple)) or not all(
+                isinstance(o, dict) and {"boxes", "labels", "scores"} <= set(o) for o in output):
+            raise ValueError("BoxScore needs a detector's output: a list with one dict per image holding boxes "
+                             f"[P, 4], labels [P] and scores [P]; got {_shape(output)}")
+        found = []
+        for row, predicted in zip(rows.tolist(), output, strict=True):
+            boxes, labels = self.pairs[row] if self.per_image else self.pairs[0]
+            score = predicted["scores"].sum() * 0                  # zero, still joined to the output's graph
+            matched = False
+            if len(predicted["boxes"]):
+                overlap = box_iou(boxes.to(predicted["boxes"]), predicted["boxes"])
+                same = labels.to(predicted["labels"].device)[:, None] == predicted["labels"][None, :]
+                candidates = torch.where(same, overlap.detach(), torch.full_like(overlap, -1.0))
+                best, index = candidates.max(1)
+                for reference in torch.nonzero(best >= self.iou).flatten().tolist():
+                    chosen = index[reference]
+                    score = score + overlap[reference, chosen] + predicted["scores"][chosen]
+                    matched = True
+            if not matched:
+                warnings.warn(f"BoxScore: no predicted box matches a reference box of image {row} (same label, IoU "
+                              f">= {self.iou}); its score is 0", stacklevel=2)
+            found.append(score)
+        return torch.stack(found)
+
+    def select(self, rows):
+        if not self.per_image:
+            return self
+        chosen = [self.pairs[r] for r in rows.tolist()]
+        return BoxScore([b for b, _ in chosen], [label for _, label in chosen], self.iou)
+
+    def __call__(self, output) -> Tensor:
+        """Scores [B] of a detector's output for a batch of B images."""
+        return self.scores(output, torch.arange(len(output)))
+
+
 class Similarity(_Callable):
     """Cosine similarity of an embedding output [B, D] to ``reference`` [D] (every example) or [B, D]."""
 
@@ -107,4 +179,4 @@ class TimeStep(_Callable):
         return TimeStep(self.t, self.cls.select(rows).classes)
 
 
-__all__ = ["Segmentation", "Similarity", "TimeStep"]
+__all__ = ["Segmentation", "BoxScore", "Similarity", "TimeStep", "box_iou"]

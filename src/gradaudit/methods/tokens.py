@@ -1,13 +1,13 @@
 """Reading a layer's output as a feature map [R, C, *spatial], and choosing a layer (``layer="auto"``).
 
 Layer methods work on channels-first feature maps. A convolutional layer gives one as it is
-([R, C, H, W], or [R, C, L] for 1-D inputs). A vision transformer's layer gives tokens [R, T, C]:
-T - h*w prefix tokens (class token; DeiT's distillation token; register tokens) and then the h*w
-patches in row-major order. Some models (timm's Swin, ConvNeXt's norms) give channels-last grids
-[R, h, w, C]. The patch grid (h, w) comes from the model's patch embedding, the first Conv2d whose
-stride equals its kernel size, applied to the input size; hierarchical models (Swin) halve it
-stage by stage, so its downsamplings by 2, 4, ... are grids too. ``grid=`` and ``prefix=``
-override what is inferred.
+([R, C, H, W], or [R, C, L] for 1-D inputs, [R, C, D, H, W] for 3-D inputs: volumes, video). A vision
+transformer's layer gives tokens [R, T, C]: T - h*w prefix tokens (class token; DeiT's distillation
+token; register tokens) and then the h*w patches in row-major order. Some models (timm's Swin,
+ConvNeXt's norms) give channels-last grids [R, h, w, C]. The patch grid (h, w) comes from the
+model's patch embedding, the first Conv2d whose stride equals its kernel size, applied to the input
+size; hierarchical models (Swin) halve it stage by stage, so its downsamplings by 2, 4, ... are
+grids too. ``grid=`` and ``prefix=`` override what is inferred.
 """
 
 from __future__ import annotations
@@ -104,12 +104,13 @@ class FeatureMap:
             return "tokens", *self._tokens(shape)
         if len(shape) == 4:
             return self._grid_order(shape)
-        if len(shape) == 3:
+        if len(shape) in (3, 5):
             return "channels_first", 0, shape[2:]
         raise ValueError(
             f"layer {self.name!r} outputs shape {list(shape)}; layer methods need [batch, "
             "channels, height, width], tokens [batch, tokens, channels] or a channels-last grid [batch, height, "
-            "width, channels] (or [batch, channels, length] for 1-D inputs); pick a convolutional or transformer layer")
+            "width, channels] (or [batch, channels, length] for 1-D inputs, [batch, channels, depth, height, width] "
+            "for 3-D inputs); pick a convolutional or transformer layer")
 
     def _grid_order(self, shape) -> tuple[str, int, tuple[int, ...]]:
         """A 4-D output [R, ., ., .] is channels-last [R, h, w, C] only when (h, w) is a patch grid (or

@@ -53,6 +53,13 @@ TITLES = {
     "relevance_rank": "Relevance rank accuracy: share of the top-K pixels inside the mask (K = mask size)",
     "infidelity": "Infidelity: squared error of the attributions' prediction of the output drop under "
                   "perturbations (lower = more faithful)",
+    "sensitivity_max": "Max-sensitivity: largest relative change of the map under small input perturbations "
+                       "(lower = more stable)",
+    "faithfulness_correlation": "Faithfulness correlation: Pearson correlation of the attribution in random "
+                                "subsets with the output drop when they are removed",
+    "monotonicity": "Monotonicity: does the class probability rise as features are inserted in order of attribution",
+    "metric_audit": "The metrics, audited: separation from the controls (Random, Sobel), Krippendorff's alpha of "
+                    "the methods' ranking across images, and the verdict",
     "models": "Audited models: test accuracy (clean / under the PGD attack they were audited with)",
     "signal_coordinate": "Ground truth: synthetic signal coordinate (attribution quality at level 1)",
     "signal_mass": "Ground truth: attribution on the signal block (BlockMNIST; -top: BlockMNIST-Top)",
@@ -76,6 +83,10 @@ SUMMARY = {
     "relevance_mass": (["kind", "method"], ["relevance_mass"]),
     "relevance_rank": (["kind", "method"], ["relevance_rank"]),
     "infidelity": (["kind", "method"], ["infidelity"]),
+    "sensitivity_max": (["kind", "method"], ["sensitivity_max"]),
+    "faithfulness_correlation": (["kind", "method"], ["faithfulness_correlation"]),
+    "monotonicity": (["kind", "method"], ["monotonicity"]),
+    "metric_audit": (["kind", "metric", "trust"], ["alpha"]),
     "models": (["kind"], ["clean", "adversarial"]),
     "signal_coordinate": (["kind", "method"], ["p_top", "p_bottom", "quality", "abs_cos"]),
     "signal_mass": (["kind", "method"], ["signal_mass", "top_in_signal"]),

@@ -182,6 +182,41 @@ def unlearning_claims(rows: list[dict]) -> list[Claim]:
     return out
 
 
+def _per_image(rows: list[dict], model: str, method: str, column: str) -> list[float] | None:
+    """The per-image values ``<column>_each`` of ``method`` on ``model`` (averaged over the rows that hold
+    them, e.g. ROAD's fractions), or None."""
+    found = [r[f"{column}_each"] for r in rows
+             if r.get("model") == model and r.get("method") == method and r.get(f"{column}_each")]
+    if not found or len({len(v) for v in found}) != 1:
+        return None
+    return [sum(values) / len(found) for values in zip(*found, strict=True)]
+
+
+def evaluation_claims(results: dict[str, list[dict]]) -> list[Claim]:
+    """Per model and metric the metric audit trusts: which method ranks first, and whether it is above the
+    second (their paired per-image difference, oriented so that "above" = better under that metric)."""
+    out = []
+    for row in results.get("metric_audit", []):
+        if row.get("trust") != "trusted" or row.get("direction") not in ("higher", "lower"):
+            continue
+        ranked = [m for m in row.get("ranking", []) if m not in row.get("controls", [])]
+        if len(ranked) < 2:
+            continue
+        rows = results.get(row["audit"], [])
+        first, second = (_per_image(rows, row["model"], m, row["column"]) for m in ranked[:2])
+        if first is None or second is None or len(first) != len(second):
+            continue
+        sign = 1.0 if row["direction"] == "higher" else -1.0
+        diff = mean_interval([sign * (a - b) for a, b in zip(first, second, strict=True)])
+        word = verdict(diff)
+        lead = f"{ranked[0]} ranks first" if word == "above" else f"{ranked[0]} and {ranked[1]} are {word}"
+        out.append(Claim(f"evaluate:{row['model']}:{row['metric']}:first", word, diff,
+                         f"{row['model']}, {row['metric']} (trusted here; {row['direction']} is better): {lead}: "
+                         f"{mean_interval(first).text()} vs {ranked[1]} {mean_interval(second).text()}, paired "
+                         f"difference in {ranked[0]}'s favour {diff.text(signed=True)} over {diff.n} images."))
+    return out
+
+
 def headline(results: dict[str, list[dict]]) -> dict:
     """The claims as {key: (word, mean, low, high)} and their sentences, for the command line."""
     found = claims(results)
@@ -192,6 +227,8 @@ def headline(results: dict[str, list[dict]]) -> dict:
 def reading(results: dict[str, list[dict]], found: list[Claim] | None = None) -> list[str]:
     """Short sentences: every claim, then the controls (Random, leak check, randomization)."""
     lines = [c.sentence for c in (claims(results) if found is None else found)]
+    lines += [f"{r['model']}: {r['trust']}: {r['reading']}" for r in results.get("metric_audit", [])]
+    lines += [c.sentence for c in evaluation_claims(results)]
     roar = results.get("diffroar", [])
     if roar:
         share = sum(bool(r.get("saturated")) for r in roar) / len(roar)

@@ -5,7 +5,7 @@ from .explainer import GenerationScores, TextExplainer, TokenScores
 from .loading import load
 from .reagent import MaskedLMReplacer, RandomReplacer, reagent
 from .steering import Steering, grains
-from .targets import Contrast, mean_pooled
+from .targets import Contrast, SimilarTo, mean_pooled
 
-__all__ = ["TextExplainer", "TokenScores", "GenerationScores", "Contrast", "mean_pooled", "grains", "Steering",
-           "reagent", "RandomReplacer", "MaskedLMReplacer", "load"]
+__all__ = ["TextExplainer", "TokenScores", "GenerationScores", "Contrast", "SimilarTo", "mean_pooled", "grains",
+           "Steering", "reagent", "RandomReplacer", "MaskedLMReplacer", "load"]

@@ -19,7 +19,7 @@ from ..methods.base import Method
 from .layout import Branch, Embedded, build_layout
 from .on_tokens import TOKEN_PERTURBATIONS, checked, own_references, per_token
 from .render import token_html, token_rich
-from .targets import ClassScore, ContinuationScore, Contrast, OutputFunction
+from .targets import ClassScore, ContinuationScore, Contrast, OutputFunction, mean_pooled
 
 REDUCTIONS = ("sum", "norm")
 TOKEN_BASELINES = {"pad": "pad_token_id", "mask": "mask_token_id", "unk": "unk_token_id"}
@@ -130,6 +130,18 @@ class TextExplainer:
             raise ValueError(f"target {text!r} tokenises to no tokens; give a non-empty continuation")
         return ids
 
+    def embedding(self, text: str) -> Tensor:
+        """The sentence embedding [D] of ``text`` (``mean_pooled`` over its tokens, special tokens as the
+        prompts'), without gradients: the reference of ``SimilarTo``."""
+        ids = torch.tensor([self.encode(text)], device=self.device)
+        with prepared(self.model), torch.no_grad():
+            output = self.model(input_ids=ids, attention_mask=torch.ones_like(ids))
+        if not isinstance(getattr(output, "last_hidden_state", None), Tensor):
+            raise ValueError(f"{type(self.model).__name__} gives no last_hidden_state: an embedding target needs an "
+                             "embedder (a Hugging Face AutoModel such as all-MiniLM-L6-v2)")
+        output.attention_mask = torch.ones_like(ids)
+        return mean_pooled(output)[0]
+
     def tokens(self, ids) -> list[str]:
         return list(self.tokenizer.convert_ids_to_tokens(list(ids)))
 
@@ -185,7 +197,8 @@ class TextExplainer:
             return _NextTokens(ids.tolist())
         if isinstance(logits, Tensor) and logits.ndim == 2:
             return logits.argmax(-1)
-        raise ValueError("target=None needs a causal LM or a classifier; for an embedder pass a callable target")
+        raise ValueError("target=None needs a causal LM or a classifier; for an embedder give a callable target, e.g. "
+                         "text.SimilarTo(explainer.embedding(text)) (on the command line: --similar-to TEXT)")
 
     # ---- running ---------------------------------------------------------------------------
     def inputs(self, prompts: list[list[int]], branches):

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..engine import Target
@@ -100,3 +101,15 @@ def mean_pooled(output) -> Tensor:
     hidden = output.last_hidden_state
     mask = output.attention_mask.to(hidden.dtype).unsqueeze(-1)
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+@dataclass(frozen=True)
+class SimilarTo:
+    """The target of an embedder: cosine similarity of the prompt's sentence embedding (``mean_pooled``)
+    to ``reference`` [D] (e.g. ``TextExplainer.embedding(text)``), a callable ``output -> Tensor[R]``."""
+
+    reference: Tensor
+
+    def __call__(self, output) -> Tensor:
+        embedded = mean_pooled(output)
+        return F.cosine_similarity(embedded, self.reference.to(embedded)[None], dim=1)
