@@ -5,7 +5,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gradaudit-installed
 
-.PHONY: demo test lint bench clean methods-demo text-demo synthetic-demo unlearn-demo evaluate-demo
+.PHONY: demo test lint bench clean methods-demo text-demo synthetic-demo unlearn-demo evaluate-demo influence-demo
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml Makefile
 	# kronfluence, the influence tests' oracle: --no-deps, as its declared dependencies pull torchvision and a CUDA torch
 	$(PY) -m pip install --quiet --no-deps kronfluence==1.0.1 einops==0.8.2 opt_einsum==3.4.0 einconv==0.1.0 \
 		accelerate==1.16.0
+	# lxt, the AttnLRP tests' oracle: --no-deps for the same reason (the tests load only the parts that import)
+	$(PY) -m pip install --quiet --no-deps lxt==2.1
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -39,6 +41,9 @@ unlearn-demo: $(STAMP)
 
 evaluate-demo: $(STAMP)
 	$(VENV)/bin/gradaudit evaluate --preset quick --out runs/evaluate
+
+influence-demo: $(STAMP)
+	$(VENV)/bin/gradaudit influence --preset quick --queries 20 --strategy ekfac --lds 50 --mislabel 0.1 --out runs/influence
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_attribution.py

@@ -14,7 +14,7 @@ from nets import mlp, small_cnn
 
 import gradaudit as ga
 from gradaudit import audit, data, models, unlearn
-from gradaudit.audit import AuditResult
+from gradaudit.audit import AuditResult, influence_checks
 from gradaudit.audit.plots import PLOTTERS
 from gradaudit.report.html import SUMMARY, _section
 
@@ -70,6 +70,14 @@ def results():
         "metric_audit": audit.metric_audit(
             [audit.insertion_deletion({**methods, "Sobel": ga.Sobel()}, net, (x, y), step=16),
              audit.infidelity({**methods, "Sobel": ga.Sobel()}, net, (x, y), samples=4)], resamples=20),
+        "loo_correlation": influence_checks.loo_correlation((points[:30], labels[:30]), (points[30:], labels[30:]),
+                                                            strategies=("exact",), removals=4),
+        "lds": influence_checks.lds(vector_net, (points, labels), (points[:4], labels[:4]), ("identity",),
+                                    model_fn=lambda: mlp(inputs=10, classes=2), subsets_count=3, epochs=1,
+                                    progress=False),
+        "mislabel_detection": influence_checks.mislabel_detection((points, labels), ("diagonal",),
+                                                                  model_fn=lambda: mlp(inputs=10, classes=2),
+                                                                  seeds=(0, 1), epochs=1, progress=False),
         "weight_saliency": AuditResult("weight_saliency", [
             {"model": "random/0", "scenario": "random", "seed": 0, **row} for row in saliency.summary()]),
     }

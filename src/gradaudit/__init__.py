@@ -10,12 +10,15 @@ from .maps import heatmap
 from .methods import (
     CLIME,
     LIME,
+    AttentionRollout,
+    AttnLRP,
     Combine,
     Deconvnet,
     DeepLift,
     DeepLiftShap,
     GradCAM,
     GradCAMPlusPlus,
+    GradientRollout,
     GradientShap,
     GuidedBackprop,
     GuidedGradCAM,
@@ -60,5 +63,5 @@ __all__ = [
     "GuidedBackprop", "Deconvnet", "IntegratedGradients", "SmoothGrad", "GradCAM",
     "GradCAMPlusPlus", "SmoothGradCAMPlusPlus", "GuidedGradCAM", "LayerSaliency", "NormGrad",
     "LinearApprox", "Combine", "Random", "Sobel", "Occlusion", "LIME", "CLIME", "KernelSHAP", "MetaStep",
-    "DeepLift", "DeepLiftShap", "GradientShap", "targets",
+    "DeepLift", "DeepLiftShap", "GradientShap", "targets", "AttentionRollout", "GradientRollout", "AttnLRP",
 ]

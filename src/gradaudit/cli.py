@@ -1,5 +1,5 @@
-"""Command line: ``gradaudit audit``, ``evaluate``, ``unlearn``, ``report``, ``explain``, ``recommend``,
-``explain-text``."""
+"""Command line: ``gradaudit audit``, ``evaluate``, ``influence``, ``unlearn``, ``report``, ``explain``,
+``recommend``, ``explain-text``."""
 
 from __future__ import annotations
 
@@ -92,6 +92,21 @@ def _evaluate(args) -> int:
         samples=args.samples, steps=args.steps, recipe=_recipe(args.recipe), seed=args.seed,
     )
     evaluate.print_summary(evaluate.run(settings, args.out))
+    return 0
+
+
+def _influence(args) -> int:
+    from .jobs import influence
+
+    settings = influence.influence_preset(
+        args.preset, data=args.data, model=args.model, queries=args.queries, strategy=args.strategy,
+        damping=args.damping, fisher=args.fisher, top=args.top, train_examples=args.train_examples, lds=args.lds,
+        alpha=args.alpha, mislabel=args.mislabel, recipe=_recipe(args.recipe), test_fraction=args.test_fraction,
+        size=_size(args.size), trust_pickle=args.trust_pickle or None, executor=args.executor,
+        ray_address=args.ray_address, cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
+        seed=args.seed,
+    )
+    influence.print_summary(influence.run(settings, args.out))
     return 0
 
 
@@ -241,6 +256,37 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--trust-pickle", action="store_true",
                           help="allow pickled weights and data files (can run arbitrary code); off by default")
     evaluate.set_defaults(handler=_evaluate)
+    attribution = commands.add_parser("influence", help="training-data attribution: which training examples made "
+                                                        "each prediction (EK-FAC influence), checked by retraining")
+    attribution.add_argument("--preset", default="quick", help="quick (the bundled MNIST digits, a small CNN "
+                                                               "trained here), tiny")
+    attribution.add_argument("--out", default="runs/influence", help="run folder (results.sqlite, factors/, "
+                                                                     "scores.pt, report.html); a rerun resumes it")
+    attribution.add_argument("--data", help="the dataset as for audit --data (default: mnist, the bundled digits)")
+    attribution.add_argument("--model", help="your trained classifier, package.module:factory@weights.pt (trained on "
+                                             "the --data training split); default: train a small CNN here")
+    attribution.add_argument("--queries", type=int, help="test examples explained (default 20)")
+    attribution.add_argument("--strategy", help="ekfac (default), kfac, diagonal, identity, exact")
+    attribution.add_argument("--damping", type=float, help="lambda added to the curvature (default: 0.1 x the mean "
+                                                           "eigenvalue per layer)")
+    attribution.add_argument("--fisher", help="true (labels drawn from the model, default) or empirical")
+    attribution.add_argument("--top", type=int, help="proponents and opponents shown per query (default 5)")
+    attribution.add_argument("--train-examples", type=int, help="training examples attributed, a seeded sample of "
+                                                                "the training split (default 1000)")
+    attribution.add_argument("--lds", type=int, help="linear datamodeling score over this many retrained "
+                                                     "alpha-subsets (default 0: none)")
+    attribution.add_argument("--alpha", type=float, help="share of the training examples in each LDS subset "
+                                                         "(default 0.5)")
+    attribution.add_argument("--mislabel", type=float, help="flip this share of labels and find them by "
+                                                            "self-influence (default 0: none)")
+    attribution.add_argument("--recipe", help="training recipe of the models trained here, KEY=VALUE,...")
+    attribution.add_argument("--seed", type=int)
+    attribution.add_argument("--test-fraction", type=float, help="test share when the data has no test split")
+    attribution.add_argument("--size", help="H,W: resize the images of folder:DIR")
+    attribution.add_argument("--trust-pickle", action="store_true",
+                             help="allow pickled weights and data files (can run arbitrary code); off by default")
+    _executor_arguments(attribution)
+    attribution.set_defaults(handler=_influence)
     recommend = commands.add_parser("recommend", help="rank methods by how well they fit f on a neighbourhood")
     _model_arguments(recommend)
     recommend.add_argument("--data", help="a tensor [N, ...] saved with torch.save, or a dataset as for audit --data "

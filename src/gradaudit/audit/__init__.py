@@ -4,6 +4,7 @@ from .correlation import faithfulness_correlation, monotonicity
 from .faithfulness import Neighbourhood, Recommendation, local_faithfulness, recommendation
 from .groundtruth import signal_coordinate, signal_mass
 from .imputation import noisy_linear_impute
+from .influence_checks import lds, loo_correlation, mislabel_detection
 from .metric_audit import DIRECTIONS, krippendorff_alpha, metric_audit
 from .metrics import infidelity, insertion_deletion, pointing_game, relevance_mass, relevance_rank
 from .profiles import activation_profiles, class_profiles
@@ -21,4 +22,5 @@ __all__ = ["signal_mass", "signal_coordinate", "diffroar", "mask_leak", "blurred
            "recommendation", "Recommendation", "Interval", "mean_interval", "difference_interval", "verdict",
            "activation_profiles", "class_profiles", "unlearning", "mia_efficacy", "insertion_deletion",
            "infidelity", "pointing_game", "relevance_mass", "relevance_rank", "metric_audit", "krippendorff_alpha",
-           "DIRECTIONS", "sensitivity_max", "faithfulness_correlation", "monotonicity"]
+           "DIRECTIONS", "sensitivity_max", "faithfulness_correlation", "monotonicity",
+           "loo_correlation", "lds", "mislabel_detection"]

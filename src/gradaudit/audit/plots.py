@@ -295,6 +295,30 @@ plot_faithfulness_correlation = _metric_bars("faithfulness_correlation", "Faithf
                                              "Pearson r of subset attribution and output drop")
 plot_monotonicity = _metric_bars("monotonicity", "Monotonicity", "share of monotone steps")
 
+plot_lds = _metric_bars("lds", "Linear datamodeling score (random scores: 0)",
+                        "Spearman r over retrained subsets")
+
+
+def plot_loo_correlation(table, ax=None):
+    """Leave-one-out retraining of a convex model: Pearson and Spearman r of score / N with the actual change of
+    the query's loss, per strategy with 95% intervals over queries (a given ``ax`` gets the Pearson panel)."""
+    fig, axes = _axes(ax, 2)
+    for axis, value, label in zip(axes, ("pearson", "spearman"), ("Pearson r", "Spearman r"), strict=False):
+        _interval_bars(axis, table, value, f"Leave-one-out: {label}", label)
+    fig.tight_layout()
+    return fig
+
+
+def plot_mislabel_detection(table, ax=None):
+    """Share of flipped labels found in the top 10% / 20% of self-influence per strategy, 95% intervals; the
+    dashed line is the random rate of the top 10%."""
+    fig, axes = _axes(ax, 2)
+    for axis, share in zip(axes, (10, 20), strict=False):
+        _interval_bars(axis, table, f"found_{share}", f"Flips found in the top {share}%", "share of flipped labels",
+                       reference=share / 100)
+    fig.tight_layout()
+    return fig
+
 
 TRUST_COLOURS = {"trusted": "tab:green", "weak": "tab:orange", "flagged": "tab:red"}
 
@@ -333,4 +357,5 @@ PLOTTERS = {
     "relevance_mass": plot_relevance_mass, "relevance_rank": plot_relevance_rank, "infidelity": plot_infidelity,
     "sensitivity_max": plot_sensitivity_max, "faithfulness_correlation": plot_faithfulness_correlation,
     "monotonicity": plot_monotonicity, "metric_audit": plot_metric_audit,
+    "loo_correlation": plot_loo_correlation, "lds": plot_lds, "mislabel_detection": plot_mislabel_detection,
 }

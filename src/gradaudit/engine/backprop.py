@@ -67,10 +67,10 @@ def backprop(model: nn.Module, x: Tensor, target: Target, rows: Tensor, *, layer
     the scores is differentiated.
     """
     leaf = x.detach().requires_grad_(wrt_input)
-    with Probe(layers) as probe, modified(rule) as mode, torch.enable_grad():
+    with Probe(layers) as probe, modified(rule, model) as mode, torch.enable_grad():
         # The clone lets a model modify its input in place without touching the leaf.
         output = _forward(model, leaf.clone() if wrt_input else leaf, rows)
-        if mode is not None and mode.caught == 0 and rule != "rescale":
+        if mode is not None and mode.caught == 0 and rule in ("guided", "deconvnet"):
             warnings.warn(f"the {rule!r} backward rule caught no ReLU-like activation in this model's "
                           "forward (activations written as arithmetic, such as GPT-2's tanh GELU, cannot "
                           "be caught): the result is the plain gradient", stacklevel=4)

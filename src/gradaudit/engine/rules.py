@@ -17,6 +17,8 @@ ReLU-like activation that goes through torch's Python API, whether from a module
   mean over the whole batch) and max-pooling (Captum's rule: the pooled difference is split between
   the inputs' and the references' arg-max positions, then divided by x - x').
 
+- ``"attnlrp"``, ``"cp"``: the AttnLRP and CP-LRP rules for transformers (``engine.attention``).
+
 Forward values are unchanged; in-place calls stay in place. What cannot be caught: activations
 inside TorchScript or ``torch.compile`` code, fused C++ kernels (for example the fast path of
 ``nn.TransformerEncoderLayer``), and activations written as arithmetic (``x * (x > 0)``,
@@ -33,7 +35,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-RULES = ("guided", "deconvnet", "rescale")
+from .attention import LRP_RULES, lrp_rules
+
+RULES = ("guided", "deconvnet", "rescale", *LRP_RULES)
 RESCALE_EPS = 1e-10
 
 # Out-of-place activation for each catchable function, and the position of its `inplace` argument.
@@ -212,10 +216,11 @@ class _RuleMode(TorchFunctionMode):
         return _RescaledMaxPool.apply(x, func, tuple(args[1:]), kwargs)
 
 
-def modified(rule: str | None):
-    """Context manager applying backward ``rule`` ("guided", "deconvnet", "rescale") or nothing for None."""
+def modified(rule: str | None, model=None):
+    """Context manager applying backward ``rule`` ("guided", "deconvnet", "rescale", "attnlrp", "cp") or
+    nothing for None; the AttnLRP rules also need the ``model`` (its activation modules, eager attention)."""
     if rule is None:
         return nullcontext()
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-    return _RuleMode(rule)
+    return lrp_rules(rule, model) if rule in LRP_RULES else _RuleMode(rule)

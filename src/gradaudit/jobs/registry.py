@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from ..methods import (
     CLIME,
     LIME,
+    AttentionRollout,
+    AttnLRP,
     Deconvnet,
     DeepLift,
     GradCAM,
     GradCAMPlusPlus,
+    GradientRollout,
     GuidedBackprop,
     InputXGradient,
     IntegratedGradients,
@@ -55,6 +58,9 @@ METHODS: dict[str, Callable[[MethodSettings], Method]] = {
     "gradcampp": lambda p: GradCAMPlusPlus(p.layer),
     "normgrad": lambda p: NormGrad(p.layer),
     "linearapprox": lambda p: LinearApprox(p.layer),
+    "rollout": lambda p: AttentionRollout(),
+    "gradientrollout": lambda p: GradientRollout(),
+    "attnlrp": lambda p: AttnLRP(),
     "random": lambda p: Random(seed=p.seed),
     "sobel": lambda p: Sobel(),
 }

@@ -1,6 +1,7 @@
 """Named attribution recipes on top of the engine, and ready-made targets (``targets``)."""
 
 from . import targets
+from .attention import AttentionRollout, AttnLRP, GradientRollout
 from .base import LayerMethod, Method
 from .cam import GradCAM, GradCAMPlusPlus, GuidedGradCAM, SmoothGradCAMPlusPlus
 from .control import Random, Sobel
@@ -17,4 +18,5 @@ __all__ = [
     "IntegratedGradients", "SmoothGrad", "GradCAM", "GradCAMPlusPlus", "SmoothGradCAMPlusPlus",
     "GuidedGradCAM", "LayerSaliency", "NormGrad", "LinearApprox", "Combine", "Random", "Sobel",
     "Occlusion", "LIME", "CLIME", "KernelSHAP", "MetaStep", "DeepLift", "DeepLiftShap", "GradientShap", "targets",
+    "AttentionRollout", "GradientRollout", "AttnLRP",
 ]

@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+from ..audit.influence_checks import verdicts
 from ..audit.plots import PLOTTERS
 from ..audit.stats import Interval, mean_interval
 from ..audit.unlearning import with_gaps
@@ -22,6 +23,8 @@ table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.5em; }
 td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; } .reading li { margin: 0.3em 0; } code { background: #f3f3f3; }
+.example { display: inline-block; text-align: center; font-size: 0.8em; margin: 0 0.3em; }
+.example img { image-rendering: pixelated; }
 </style></head><body>
 <h1>gradaudit report: {{ name }}</h1>
 <p>Every number in the tables is a mean with its 95% interval over the rows named in the last column
@@ -34,6 +37,13 @@ audited models' seeds.</p>
 <img alt="{{ figure.title }}" src="data:image/png;base64,{{ figure.data }}">
 {% if figure.notes %}<ul class="notes">{% for note in figure.notes %}<li>{{ note }}</li>{% endfor %}</ul>{% endif %}
 {% endfor %}
+{% if influence %}<h2>{{ influence.title }}</h2><p>{{ influence.sign }}</p>
+<table>{% for query in influence.queries %}<tr><td><span class="example"><img alt="query {{ query.query }}" \
+src="data:image/png;base64,{{ query.image }}"><br>{{ query.caption }}</span></td>
+{% for side in ("proponents", "opponents") %}<td>{{ side }}:<br>{% for example in query[side] %}<span class="example">\
+<img alt="training example {{ example.index }}" src="data:image/png;base64,{{ example.image }}"><br>\
+#{{ example.index }} {{ example.label_name }}<br>{{ example.score }}</span>{% endfor %}</td>{% endfor %}</tr>
+{% endfor %}</table>{% endif %}
 {% for section in sections %}
 <h2>{{ section.title }}</h2>
 {% if section.image %}<img alt="{{ section.title }}" src="data:image/png;base64,{{ section.image }}">{% endif %}
@@ -72,6 +82,12 @@ TITLES = {
     "unlearning": "Unlearning: UA = 1 - forget accuracy, RA retain, TA test accuracy, MIA-efficacy (share of the "
                   "forget set judged non-members), seconds, and the average gap to Retrain over UA, RA, TA, MIA",
     "weight_saliency": "Weight saliency: share of each parameter tensor's weights in SalUn's mask",
+    "loo_correlation": "Leave-one-out retraining of a convex model (Koh & Liang): Pearson / Spearman r of score / N "
+                       "with the actual change of each query's loss, and the slope (1 = the right scale)",
+    "lds": "Linear datamodeling score: Spearman r over models retrained on random subsets between the predicted "
+           "and the actual query loss (random scores: 0)",
+    "mislabel_detection": "Mislabel detection: share of flipped labels found in the top 10% / 20% of "
+                          "self-influence (random rate 10% / 20%)",
     "activation_profiles": "Neuron activation profiles: each channel's mean activation per class, normalised "
                            "across classes; nearest class and the RMS distance between the two profiles",
 }
@@ -100,7 +116,14 @@ SUMMARY = {
     "activation_profiles": (["kind", "layer", "class"], ["examples", "nearest_distance"]),
     "unlearning": (["scenario", "method"], ["UA", "RA", "TA", "MIA", "gap", "seconds"]),
     "weight_saliency": (["scenario", "parameter"], ["weights", "salient_share"]),
+    "loo_correlation": (["kind", "method"], ["pearson", "spearman", "slope"]),
+    "lds": (["kind", "method"], ["lds"]),
+    "mislabel_detection": (["kind", "method"], ["found_10", "found_20"]),
 }
+SIGN = ("A positive score (proponent) means the training example helps this prediction: upweighting it lowers the "
+        "query's loss, and removing it would raise the loss by about score / N (N = {n} training examples; scores "
+        "are not divided by N). A negative score (opponent) means it works against it: removing it would lower the "
+        "query's loss. The checks below say how far these estimates predict retraining.")
 
 
 def _png(figure) -> str:
@@ -141,6 +164,21 @@ def _section(audit: str, rows: list[dict]) -> dict:
     return {"title": TITLES[audit], "image": image, "columns": keys + values + ["rows"], "rows": cells}
 
 
+def _influence(rows: list[dict]) -> dict | None:
+    """Each query's image beside its top proponents and opponents (the job's "influence_top" rows), captioned."""
+    if not rows:
+        return None
+    queries = []
+    for row in sorted(rows, key=lambda r: r["query"]):
+        examples = {side: [{**e, "score": f"{e['score']:+.3g}"} for e in row[side]]
+                    for side in ("proponents", "opponents")}
+        caption = (f"query {row['query']}: label {row['label_name']}, predicted {row['predicted_name']}, "
+                   f"loss {row['loss']:.3f}")
+        queries.append({"query": row["query"], "image": row["image"], "caption": caption, **examples})
+    return {"title": f"Which training examples made each prediction ({rows[0]['strategy']} influence)",
+            "sign": SIGN.format(n=rows[0]["train_examples"]), "queries": queries}
+
+
 def _figure_notes(path: Path) -> list[str]:
     """The notes ``method_grid`` kept in a saved figure's PNG text (e.g. which maps are all zero), one per line."""
     from PIL import Image
@@ -165,7 +203,7 @@ def write_report(run: str | Path) -> Path:
     heatmaps = [{"title": f"Maps: {p.stem.replace('-', ' ')}", "data": base64.b64encode(p.read_bytes()).decode("ascii"),
                  "notes": _figure_notes(p)} for p in sorted((run / "figures").glob("*.png"))]
     page = Environment(autoescape=True).from_string(TEMPLATE).render(
-        name=run.name, lines=reading(results),
+        name=run.name, lines=reading(results) + verdicts(results), influence=_influence(results.get("influence_top")),
         inputs=[(r["what"], r["description"]) for r in results.get("inputs", [])],
         heatmaps=heatmaps, sections=[_section(a, results[a]) for a in SUMMARY if results.get(a)],
         settings=json.dumps(settings[-1] if settings else {}, indent=2),

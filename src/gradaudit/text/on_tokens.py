@@ -19,6 +19,13 @@ reduced to one score per token. Per family:
   embedding as IntegratedGradients' default baseline), and KernelSHAP's token Shapley values
   then sum to score - baseline_score.
 - Random is the control: U(0, 1) per embedding coordinate, no model evaluation.
+- AttnLRP is input x gradient under the engine's AttnLRP rules: it runs on x unchanged.
+- AttentionRollout and GradientRollout read one row of a [L, L] matrix over the built sequence
+  (prompt, then the teacher-forced continuation) of the first branch: the row of the position whose
+  logits predict the first scored token (a causal LM's continuation), else of the last real token for
+  a causal model or of the first token ([CLS]) for a bidirectional one (a method's ``position``, in
+  sequence positions, overrides it); its entries over the prompt are the token scores
+  (``TokenAttention``). SmoothGrad around them is refused: they are not input gradients.
 - Layer methods (the CAM family, LayerSaliency, NormGrad, LinearApprox, GuidedGradCAM,
   Combine) map the spatial feature maps of a convolutional network; a language model has none,
   and a token layer [B, T, C] would be misread as [B, C, L]. Refused.
@@ -35,9 +42,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..engine import RowConditioned
+from ..engine import RowConditioned, sample_sum
 from ..engine.packing import references
 from ..methods import LIME, Combine, IntegratedGradients, LayerMethod, MetaStep, Occlusion, SmoothGrad
+from ..methods.attention import AttentionMethod
 from ..methods.base import Method, broadcast_baseline
 from .layout import Embedded
 
@@ -62,7 +70,12 @@ def checked(method) -> Method:
         raise ValueError(f"MetaStep steps the weights on the cross-entropy of a class of a model called on its inputs "
                          f"directly, which a text target on token embeddings is not; for token attributions use the "
                          f"wrapped {type(method.method).__name__} alone, or {USE_INSTEAD}")
+    if isinstance(method, AttentionMethod):
+        return TokenAttention(method)
     if isinstance(method, SmoothGrad):
+        if isinstance(method.method, AttentionMethod):
+            raise ValueError(f"SmoothGrad averages input gradients under noise; {type(method.method).__name__} reads "
+                             "attention matrices, so use it alone")
         if isinstance(method.method, TOKEN_PERTURBATIONS):
             raise ValueError(f"SmoothGrad adds Gaussian noise to the embedding coordinates around a gradient method; "
                              f"{type(method.method).__name__} removes whole tokens, so use it alone")
@@ -137,3 +150,40 @@ def own_references(method: Method, x: Tensor) -> Tensor:
         refs = references(method.baselines, x, "baselines")                  # [M, P, D]
         return refs[:, None].expand(-1, *x.shape)
     return torch.zeros_like(x)[None]
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenAttention(Method):
+    """An attention method (``AttentionRollout``, ``GradientRollout``) on the embedded language model:
+    token scores [B, P, 1] from the explained position's row of its matrix (see the module docstring)."""
+
+    method: AttentionMethod = None
+
+    @property
+    def needs_gradients(self) -> bool:
+        return self.method.gradients
+
+    def _explain(self, model, x, target, chunk):
+        layout = model.layout
+        sequence = int(layout.sequence_of[0])
+
+        def rows(r, e, k):
+            joint, causal = self.method.matrices(model, x[e], target, e)
+            joint = joint.view(len(e), layout.sequences, *joint.shape[1:])[:, sequence]      # [R, L, L]
+            examples = e.cpu()
+            if self.method.position is not None:
+                position = torch.full((len(e),), self.method.position)
+            elif bool(layout.scored[examples, 0, 0].all()):
+                position = layout.positions[examples, 0, 0]
+            elif causal:
+                position = layout.mask[examples, sequence].sum(-1) - 1
+            else:
+                position = torch.zeros(len(e), dtype=torch.long)
+            if not bool(((position >= 0) & (position < joint.shape[-1])).all()):
+                raise ValueError(f"position={self.method.position} is outside the {joint.shape[-1]} tokens of the "
+                                 "sequences")
+            values = joint[torch.arange(len(e), device=joint.device), position.to(joint.device), :x.shape[1]]
+            prompt = torch.arange(x.shape[1]) < layout.prompt_lengths[examples][:, None]
+            return (values * prompt.to(values.device), )
+
+        return sample_sum(len(x), 1, chunk, rows, x.device)[0].to(x.dtype)[..., None]

@@ -1,0 +1,298 @@
+"""``gradaudit influence``: which training examples made each prediction, and whether to believe the scores.
+
+The user's model (``--model package.module:factory@weights.pt``, trained on the --data training split), or a
+small CNN trained here on it, is fitted once with the chosen strategy (factors saved to ``OUT/factors`` and
+reused on a rerun); every query (the first ``queries`` test examples) is scored against every attributed
+training example (``OUT/scores.pt``), and its strongest proponents and opponents are stored with their images.
+With ``lds`` the scores are checked against retraining on random alpha-subsets (``audit.lds``); with
+``mislabel`` by finding flipped labels through self-influence (``audit.mislabel_detection``); both against
+the ``random`` and ``identity`` controls. Every finished row goes to ``OUT/results.sqlite`` at once: a rerun
+(even after kill -9) resumes.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from .. import data, influence, models, train
+from ..audit.influence_checks import lds, mislabel_detection, verdicts
+from ..data.inputs import Examples
+from ..engine.checks import check_positive_int
+from ..errors import UsageError
+from ..loading import build_model
+from ..report import write_report
+from ..store import Store
+from .executor import make_executor
+from .runfolder import check_run_folder
+from .subjects import check_classes, check_classifier, trained_models, user_models
+
+FISHERS = ("true", "empirical")
+
+
+@dataclass(frozen=True)
+class InfluencePreset:
+    """Every setting of a ``gradaudit influence`` run. ``model`` is ``package.module:factory@weights.pt`` (None:
+    a small CNN of ``width`` trained here with ``recipe``, which also retrains the LDS and mislabel models);
+    ``train_examples`` the training examples attributed (a seeded sample of the training split; None: all);
+    ``queries`` the first test examples explained; ``top`` proponents and opponents shown per query; ``lds``
+    random ``alpha``-subsets retrained (0: no LDS); ``mislabel`` the share of labels flipped (0: no check),
+    over ``mislabel_seeds`` seeds."""
+
+    data: str = "mnist"
+    model: str | None = None
+    test_fraction: float = 0.2
+    size: tuple | None = None
+    trust_pickle: bool = False
+    train_examples: int | None = 1000
+    queries: int = 20
+    strategy: str = "ekfac"
+    damping: float | None = None
+    fisher: str = "true"
+    top: int = 5
+    width: int = 8
+    recipe: dict = field(default_factory=lambda: {"optimizer": "adam", "lr": 1e-3, "epochs": 4, "batch_size": 64})
+    lds: int = 0
+    alpha: float = 0.5
+    mislabel: float = 0.0
+    mislabel_seeds: int = 2
+    executor: str = "local"
+    ray_address: str | None = None
+    cpus_per_task: float = 1
+    gpus_per_task: float = 0
+    seed: int = 0
+
+
+INFLUENCE_PRESETS = {
+    "quick": InfluencePreset(),
+    "tiny": InfluencePreset(train_examples=200, queries=4, top=3, width=4, mislabel_seeds=1,
+                            recipe={"optimizer": "adam", "lr": 3e-3, "epochs": 2, "batch_size": 32}),
+}
+
+
+def _share(flag: str, value, zero: bool) -> None:
+    if not (0 <= value < 1 if zero else 0 < value < 1):
+        raise UsageError(f"{flag} must be a share in {'[0, 1)' if zero else '(0, 1)'}; got {value!r}")
+
+
+def parse_model(spec: str) -> tuple[str, str]:
+    """``package.module:factory@weights.pt`` as (factory, weights)."""
+    factory, at, weights = spec.partition("@")
+    module, colon, function = factory.partition(":")
+    if not (at and colon and module and function and weights):
+        raise UsageError(f"--model must look like package.module:factory@weights.pt; got {spec!r}")
+    return factory, weights
+
+
+def influence_preset(name: str, **overrides) -> InfluencePreset:
+    """A named ``influence`` preset with the given settings replaced (None values are ignored); each bad value
+    a UsageError naming its flag."""
+    if name not in INFLUENCE_PRESETS:
+        raise UsageError(f"--preset must be one of {', '.join(INFLUENCE_PRESETS)}; got {name!r}")
+    chosen = {k: v for k, v in overrides.items() if v is not None}
+    for setting in ("queries", "top", "train_examples", "mislabel_seeds"):
+        if setting in chosen:
+            check_positive_int("--" + setting.replace("_", "-"), chosen[setting])
+    if "lds" in chosen and (isinstance(chosen["lds"], bool) or not isinstance(chosen["lds"], int)
+                            or chosen["lds"] < 0 or 0 < chosen["lds"] < 3):
+        raise UsageError(f"--lds must be 0 (no LDS) or a number of subsets >= 3; got {chosen['lds']!r}")
+    if "strategy" in chosen and chosen["strategy"] not in influence.STRATEGIES:
+        raise UsageError(f"--strategy must be one of {', '.join(influence.STRATEGIES)}; got {chosen['strategy']!r}")
+    if "fisher" in chosen and chosen["fisher"] not in FISHERS:
+        raise UsageError(f"--fisher must be one of {', '.join(FISHERS)}; got {chosen['fisher']!r}")
+    if "damping" in chosen and not (math.isfinite(chosen["damping"]) and chosen["damping"] >= 0):
+        raise UsageError(f"--damping must be a number >= 0; got {chosen['damping']!r}")
+    if "mislabel" in chosen:
+        _share("--mislabel", chosen["mislabel"], zero=True)
+    if "alpha" in chosen:
+        _share("--alpha", chosen["alpha"], zero=False)
+    if "model" in chosen:
+        parse_model(chosen["model"])
+    if "recipe" in chosen:
+        chosen["recipe"] = {**INFLUENCE_PRESETS[name].recipe, **chosen["recipe"]}
+        try:
+            train.Recipe.of(**chosen["recipe"])
+        except TypeError as err:
+            raise UsageError(f"--recipe: {err}") from None
+    settings = replace(INFLUENCE_PRESETS[name], **chosen)
+    if settings.strategy == "identity" and settings.damping is not None:
+        raise UsageError("--damping does not apply to --strategy identity (plain gradient dot products)")
+    return settings
+
+
+def run(settings: InfluencePreset, out: str | Path) -> dict:
+    """Train or load the model, fit, score, check and report; returns {"results", "lines", "seconds", "report"}."""
+    out = Path(out)
+    start = time.perf_counter()
+    check_run_folder(out, settings)
+    executor = make_executor(settings.executor, settings.ray_address, settings.cpus_per_task, settings.gpus_per_task)
+    try:
+        store = Store(out / "results.sqlite")
+        try:
+            store.put("settings", {"run": str(len(store.rows("settings")))},
+                      {"settings": asdict(settings), "preset": type(settings).__name__})
+            _influence(settings, out, store, executor)
+            results = {audit: store.rows(audit) for audit in store.audits()}
+        finally:
+            store.close()
+    finally:
+        executor.close()
+    report = write_report(out)
+    return {"results": results, "lines": verdicts(results), "seconds": time.perf_counter() - start,
+            "report": str(report.resolve())}
+
+
+def _attributed(settings: InfluencePreset, train_set) -> Examples:
+    """The training examples attributed: a seeded sample of ``train_examples`` (all when None or more)."""
+    count = settings.train_examples
+    if count is None or count >= len(train_set):
+        return Examples(train_set.x, train_set.y)
+    chosen = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(settings.seed))[:count]
+    chosen = chosen.sort().values
+    return Examples(train_set.x[chosen], train_set.y[chosen])
+
+
+def _builder(settings: InfluencePreset, shape: tuple, classes: int):
+    """The factory of fresh models (LDS and mislabel retraining): the user's, or the small CNN."""
+    if settings.model:
+        factory = parse_model(settings.model)[0]
+        return lambda: build_model(factory, "--model")
+    return lambda: models.small_cnn(in_shape=shape, classes=classes, width=settings.width)
+
+
+def _model(settings: InfluencePreset, attributed: Examples, build, out: Path, store: Store):
+    """(name, model): the user's model, or a small CNN trained here on the attributed examples."""
+    if settings.model:
+        loaded, described = user_models([f"model={settings.model}"], settings.trust_pickle, store)
+        store.put("inputs", {"what": "model model"}, described["model"])
+        return "model", loaded["model"]
+    net = trained_models(["cnn"], build, attributed, settings.recipe, [1000 * settings.seed], None, out / "models",
+                         "cnn")["cnn"]
+    store.put("inputs", {"what": "model cnn"},
+              {"description": f"small CNN (width {settings.width}) trained here on the attributed examples: "
+                              f"{train.Recipe.of(**settings.recipe).describe()}"})
+    return "cnn", net
+
+
+def _fitted(settings: InfluencePreset, model, attributed: Examples, out: Path):
+    """The fitted influence: read from ``OUT/factors`` when a run saved it, else fitted and saved there."""
+    folder = out / "factors"
+    if (folder / "settings.json").is_file():
+        print(f"influence: factors read from {folder}", flush=True)
+        return influence.load(folder, model)
+    began = time.perf_counter()
+    fitted = influence.fit(model, attributed, strategy=settings.strategy, damping=settings.damping,
+                           fisher=settings.fisher, seed=settings.seed)
+    fitted.save(folder)
+    print(f"influence: {settings.strategy} fitted on {len(attributed)} examples in {time.perf_counter() - began:.0f}s",
+          flush=True)
+    return fitted
+
+
+def _scores(fitted, queries: Examples, attributed: Examples, out: Path) -> torch.Tensor:
+    """Scores [Q, N] from ``OUT/scores.pt``, or computed and saved there (through a temporary file)."""
+    path = out / "scores.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    scores = fitted.scores(queries, attributed).detach().cpu()
+    partial = path.with_suffix(".tmp")
+    torch.save(scores, partial)
+    os.replace(partial, path)
+    return scores
+
+
+def thumbnail(image: torch.Tensor, size: int = 56) -> str:
+    """A base64 PNG of one image [C, H, W] in [0, 1] (grey for one channel, RGB for three), enlarged to about
+    ``size`` pixels with nearest-neighbour pixels."""
+    from PIL import Image
+
+    pixels = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    picture = Image.fromarray(pixels[0].numpy() if len(pixels) != 3 else pixels.permute(1, 2, 0).numpy())
+    scale = max(1, size // max(pixels.shape[1:]))
+    picture = picture.resize((pixels.shape[2] * scale, pixels.shape[1] * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _examples_row(indices, values, attributed: Examples, names) -> list[dict]:
+    return [{"index": int(i), "label": int(attributed.y[i]), "label_name": names(int(attributed.y[i])),
+             "score": float(s), "image": thumbnail(attributed.x[i])} for i, s in zip(indices, values, strict=True)]
+
+
+def _store_top(settings: InfluencePreset, name: str, model, scores, queries: Examples, attributed: Examples,
+               classes_named, store: Store) -> None:
+    """One "influence_top" row per query: its image, label, prediction and loss, and its top proponents and
+    opponents (index into the attributed examples, label, score, image)."""
+    found = influence.top(scores, settings.top)
+    with torch.no_grad():
+        logits = model(queries.x)
+    losses = torch.nn.functional.cross_entropy(logits, queries.y, reduction="none")
+
+    def names(label: int) -> str:
+        return classes_named[label] if classes_named and label < len(classes_named) else str(label)
+
+    for q in range(len(queries)):
+        row = {"label": int(queries.y[q]), "label_name": names(int(queries.y[q])),
+               "predicted": int(logits[q].argmax()), "predicted_name": names(int(logits[q].argmax())),
+               "loss": float(losses[q]), "image": thumbnail(queries.x[q]), "strategy": settings.strategy,
+               "train_examples": len(attributed),
+               "proponents": _examples_row(found.proponents[q], found.proponent_scores[q], attributed, names),
+               "opponents": _examples_row(found.opponents[q], found.opponent_scores[q], attributed, names)}
+        store.put("influence_top", {"model": name, "query": q}, row)
+
+
+def _influence(settings: InfluencePreset, out: Path, store: Store, executor) -> None:
+    train_set, test_set = data.load_splits(settings.data, size=settings.size, test_fraction=settings.test_fraction,
+                                           seed=settings.seed, trust_pickle=settings.trust_pickle)
+    classes = check_classes(train_set.y, test_set.y, settings.data)
+    if settings.queries > len(test_set):
+        raise UsageError(f"--queries {settings.queries} is more than the {len(test_set)} test examples of --data "
+                         f"{settings.data}; use --queries {len(test_set)} or fewer")
+    attributed = _attributed(settings, train_set)
+    queries = Examples(test_set.x[:settings.queries], test_set.y[:settings.queries])
+    store.put("inputs", {"what": "data"},
+              {"description": f"{len(attributed)} of {len(train_set)} training examples attributed, the first "
+                              f"{len(queries)} test examples as queries {list(test_set.x.shape[1:])}, {classes} "
+                              f"classes ({settings.data})"})
+    build = _builder(settings, tuple(train_set.x.shape[1:]), classes)
+    name, model = _model(settings, attributed, build, out, store)
+    check_classifier(model, name, attributed.x, classes)
+    fitted = _fitted(settings, model, attributed, out)
+    scores = _scores(fitted, queries, attributed, out)
+    if len(store.rows("influence_top")) < len(queries):
+        _store_top(settings, name, model, scores, queries, attributed, getattr(train_set, "classes", None), store)
+    recipe = train.Recipe.of(**settings.recipe)
+    common = {"damping": settings.damping, "fisher": settings.fisher, "model_name": name, "store": store}
+    strategies = {settings.strategy: scores}
+    if settings.lds:
+        print(f"LDS: {settings.lds} subsets of {settings.alpha:g} x {len(attributed)} examples", flush=True)
+        lds(model, attributed, queries, strategies, model_fn=build, subsets_count=settings.lds, alpha=settings.alpha,
+            recipe=recipe, seed=settings.seed, executor=executor, **common)
+    if settings.mislabel:
+        print(f"mislabel detection: {settings.mislabel:.0%} of the labels flipped, {settings.mislabel_seeds} seeds",
+              flush=True)
+        mislabel_detection(attributed, (settings.strategy,), model_fn=build, fraction=settings.mislabel,
+                           seeds=tuple(1000 * settings.seed + i for i in range(settings.mislabel_seeds)),
+                           recipe=recipe, **common)
+
+
+def print_summary(numbers: dict) -> None:
+    """The checks' numbers and verdicts, as ``gradaudit influence`` prints them."""
+    results = numbers["results"]
+    for row in results.get("lds", []):
+        print(f"  LDS {row['method']:10} {row['lds']:+.3f} [{row['lds_low']:+.3f}, {row['lds_high']:+.3f}] "
+              f"over {row['queries']} queries")
+    for row in results.get("mislabel_detection", []):
+        print(f"  mislabel {row['method']:10} seed {row['seed']}: {row['found_10']:.0%} of {row['flipped']} flips in "
+              f"the top 10% (random {row['random_rate_10']:.0%}), {row['found_20']:.0%} in the top 20%")
+    for line in numbers["lines"]:
+        print(f"  - {line}")
+    print(f"finished in {numbers['seconds']:.0f}s; report: {numbers['report']}")

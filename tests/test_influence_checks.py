@@ -1,0 +1,183 @@
+"""The checks of training-data attribution against retraining (``audit.influence_checks``): leave-one-out on a
+convex model, where ``exact`` is Koh & Liang's influence and must predict the actual change of the query loss;
+the LDS and mislabel detection, where the strategies must beat the random-score control; resumes from the
+store without retraining; the binomial interval against scipy; errors."""
+
+import pytest
+import torch
+from helpers import assert_unchanged, snapshot
+from scipy import stats as scipy_stats
+from sklearn.datasets import load_digits
+from torch import nn
+
+from gradaudit import train
+from gradaudit.audit import influence_checks as checks
+from gradaudit.store import Store
+from gradaudit.units import LocalExecutor
+
+RECIPE = {"optimizer": "adam", "lr": 0.05, "epochs": 30, "batch_size": 64}
+
+
+def _digits(classes=10):
+    """The 8x8 digits bundled with scikit-learn, pixels in [0, 1], [N, 1, 8, 8]."""
+    found = load_digits()
+    keep = torch.tensor(found.target) < classes
+    return torch.tensor(found.images / 16.0, dtype=torch.float32)[keep][:, None], torch.tensor(found.target)[keep]
+
+
+def _logistic():
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+
+
+def _by_method(result):
+    return {row["method"]: row for row in result.rows}
+
+
+def test_leave_one_out_retraining_follows_exact_influence_and_not_random_scores(tmp_path, monkeypatch):
+    """Logistic regression with the L2 penalty l2 = damping: ``exact`` is the inverse Hessian of the objective,
+    so score / N is the first-order change of the query loss when an example is left out (Koh & Liang)."""
+    x, y = _digits(classes=3)
+    store = Store(tmp_path / "results.sqlite")
+    result = checks.loo_correlation((x[:150], y[:150]), (x[300:308], y[300:308]), strategies=("exact",),
+                                    removals=20, store=store)
+    rows = _by_method(result)
+    assert set(rows) == {"exact", "random", "identity"}
+    assert rows["exact"]["pearson"] > 0.95 and rows["exact"]["pearson_low"] > 0.9
+    assert rows["exact"]["spearman"] > 0.9
+    assert 0.5 < rows["exact"]["slope"] < 2.5                     # score / N has the scale of the change
+    assert abs(rows["random"]["pearson"]) < 0.3
+    assert rows["exact"]["pearson_low"] > rows["random"]["pearson_high"]
+    assert rows["exact"]["max_gradient_norm"] < 1e-6               # retrained to convergence
+    assert len(rows["exact"]["pearson_each"]) == 8 == rows["exact"]["queries"]
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a stored leave-one-out result was recomputed")
+
+    monkeypatch.setattr(checks, "logistic_regression", fail)
+    again = checks.loo_correlation((x[:150], y[:150]), (x[300:308], y[300:308]), strategies=("exact",),
+                                   removals=20, store=store)
+    assert again.rows == result.rows
+    store.close()
+
+
+def test_logistic_regression_reaches_the_penalised_optimum():
+    x, y = _digits(classes=3)
+    flat = x[:60].flatten(1)
+    theta, norm = checks.logistic_regression(flat, y[:60], 3, 0.1)
+    assert norm < 1e-7
+    theta = theta.clone().requires_grad_(True)
+    design = torch.cat([flat.double(), torch.ones(60, 1, dtype=torch.float64)], 1)
+    objective = torch.nn.functional.cross_entropy(design @ theta.T, y[:60]) + 0.05 * theta.square().sum()
+    gradient, = torch.autograd.grad(objective, theta)
+    assert gradient.abs().max() < 1e-7
+
+
+class CountingExecutor(LocalExecutor):
+    """Runs units here, counting them: the retraining goes through the executor handed in."""
+
+    def __init__(self):
+        self.units = 0
+
+    def run(self, units, on_result):
+        self.units += len(units)
+        super().run(units, on_result)
+
+
+def test_lds_of_exact_and_ekfac_is_above_the_random_control_and_resumes(tmp_path, monkeypatch):
+    x, y = _digits()
+    train_set, queries = (x[:200], y[:200]), (x[1000:1016], y[1000:1016])
+    torch.manual_seed(0)
+    model = train.fit(_logistic(), train_set, seed=0, progress=False, **RECIPE)
+    before = snapshot(model)
+    executor, store = CountingExecutor(), Store(tmp_path / "results.sqlite")
+    result = checks.lds(model, train_set, queries, ("exact", "ekfac"), model_fn=_logistic, subsets_count=12,
+                        damping=0.01, store=store, executor=executor, progress=False, **RECIPE)
+    assert_unchanged(model, before)
+    rows = _by_method(result)
+    assert set(rows) == {"exact", "ekfac", "random", "identity"}
+    assert executor.units == 12                                   # one unit per subset
+    for name in ("exact", "ekfac"):
+        assert rows[name]["lds_low"] > rows["random"]["lds_high"], (name, rows[name]["lds"], rows["random"]["lds"])
+    assert abs(rows["random"]["lds"]) < 0.3
+    assert len(rows["exact"]["lds_each"]) == 16
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a stored subset was retrained")
+
+    monkeypatch.setattr(checks.train, "fit", fail)
+    assert checks.lds(model, train_set, queries, ("exact", "ekfac"), model_fn=_logistic, subsets_count=12,
+                      damping=0.01, store=store, progress=False, **RECIPE).rows == result.rows
+    store.close()
+
+
+def test_precomputed_scores_are_used_as_given():
+    x, y = _digits()
+    train_set, queries = (x[:60], y[:60]), (x[1000:1006], y[1000:1006])
+    model = _logistic().eval()
+    subsets = checks.subsets(60, 0.5, 5, 0)
+    assert all(len(s) == 30 and len(set(s.tolist())) == 30 for s in subsets)
+    with pytest.raises(ValueError, match=r"precomputed scores must have shape \[queries, train examples\] = \[6, 60\]"):
+        checks.lds(model, train_set, queries, {"mine": torch.zeros(6, 59)}, model_fn=_logistic, subsets_count=3,
+                   progress=False, epochs=1)
+
+
+def test_mislabel_detection_finds_flips_above_the_random_rate():
+    x, y = _digits()
+    result = checks.mislabel_detection((x[:400], y[:400]), ("ekfac",), model_fn=_logistic, fraction=0.1, seeds=(0,),
+                                       damping=0.01, progress=False, **RECIPE)
+    rows = _by_method(result)
+    assert set(rows) == {"ekfac", "random", "identity"}
+    for name in ("ekfac", "identity"):
+        assert rows[name]["flipped"] == 40 and rows[name]["random_rate_10"] == 0.1
+        assert rows[name]["found_10_low"] > 0.1, (name, rows[name]["found_10"])      # above the random rate
+        assert rows[name]["found_20"] >= rows[name]["found_10"]
+    assert rows["random"]["found_10"] < 0.3
+    assert len(rows["ekfac"]["found_10_each"]) == 40
+
+
+def test_flipped_labels_all_change_and_nothing_else_does():
+    y = torch.arange(50) % 4
+    noisy, flipped = checks.flip_labels(y, 0.2, 4, seed=3)
+    assert len(flipped) == 10 and (noisy[flipped] != y[flipped]).all()
+    kept = torch.ones(50, dtype=torch.bool)
+    kept[flipped] = False
+    assert torch.equal(noisy[kept], y[kept]) and noisy.max() < 4
+
+
+@pytest.mark.parametrize(("found", "n"), [(0, 20), (7, 20), (20, 20), (3, 40)])
+def test_binomial_interval_is_clopper_pearson(found, n):
+    interval = checks.binomial_interval(found, n)
+    expected = scipy_stats.binomtest(found, n).proportion_ci(confidence_level=0.95, method="exact")
+    assert interval.mean == found / n and interval.n == n
+    assert interval.low == pytest.approx(expected.low, abs=1e-12)
+    assert interval.high == pytest.approx(expected.high, abs=1e-12)
+
+
+def test_verdicts_follow_paired_intervals():
+    rows = [{"model": "cnn", "method": "ekfac", "lds_each": [0.6, 0.7, 0.65, 0.7]},
+            {"model": "cnn", "method": "identity", "lds_each": [0.6, 0.72, 0.64, 0.69]},
+            {"model": "cnn", "method": "random", "lds_each": [0.0, -0.1, 0.1, 0.05]}]
+    lines = checks.verdicts({"lds": rows})
+    assert lines[0].startswith("cnn: ekfac is not distinguishable from identity on the LDS")
+    assert lines[1].startswith("cnn: ekfac beats random on the LDS (difference +0.")
+
+
+def test_bad_settings_are_clear_errors():
+    x, y = _digits(classes=3)
+    data = (x[:30], y[:30])
+    with pytest.raises(ValueError, match="l2 must be a number > 0"):
+        checks.loo_correlation(data, data, l2=0)
+    with pytest.raises(ValueError, match="unknown strategy 'magic'; choose from identity, diagonal"):
+        checks.loo_correlation(data, data, strategies=("magic",))
+    with pytest.raises(ValueError, match="removals must be an integer >= 3"):
+        checks.loo_correlation(data, data, removals=1)
+    with pytest.raises(ValueError, match="queries have 16 features per example; the training examples 64"):
+        checks.loo_correlation(data, (x[:3, :, :4, :4], y[:3]))
+    with pytest.raises(ValueError, match="alpha must be a share in"):
+        checks.lds(_logistic(), data, data, model_fn=_logistic, alpha=1.0)
+    with pytest.raises(ValueError, match="subsets_count must be an integer >= 3"):
+        checks.lds(_logistic(), data, data, model_fn=_logistic, subsets_count=2)
+    with pytest.raises(ValueError, match="fraction must be a share in"):
+        checks.mislabel_detection(data, model_fn=_logistic, fraction=0)
+    with pytest.raises(ValueError, match="strategies must be names, not scores"):
+        checks.mislabel_detection(data, {"mine": torch.zeros(30)}, model_fn=_logistic)

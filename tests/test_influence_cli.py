@@ -1,0 +1,119 @@
+"""``gradaudit influence``: the tiny preset end to end (factors, scores, proponents and opponents with their
+images, LDS and mislabel detection, the report), resume after kill -9 with the factors reused, the report's
+escaping, and every bad argument as one ``gradaudit: error:`` line with exit code 2."""
+
+import subprocess
+import sys
+
+import pytest
+from helpers import kill_once_rows_appear, stored_rows
+
+from gradaudit import cli
+from gradaudit.report import write_report
+from gradaudit.store import Store
+
+TINY = ["influence", "--preset", "tiny", "--lds", "6", "--mislabel", "0.1"]
+
+
+@pytest.mark.slow
+def test_tiny_run_reports_queries_with_proponents_and_resumes_after_kill_9(tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "gradaudit", *TINY, "--out", str(out)]
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    store = out / "results.sqlite"
+    before = kill_once_rows_appear(first, store, audit="lds_retraining")
+    assert 0 < len(before) < 6
+    assert (out / "factors" / "settings.json").is_file() and (out / "scores.pt").is_file()
+    second = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "factors read from" in second.stdout                  # not fitted again
+    after = stored_rows(store, "lds_retraining")
+    assert after[:len(before)] == before and len(after) == len({k for k, _ in after}) == 6
+    assert {row["method"] for row in _rows(store, "lds")} == {"ekfac", "identity", "random"}
+    assert {row["method"] for row in _rows(store, "mislabel_detection")} == {"ekfac", "identity", "random"}
+    tops = _rows(store, "influence_top")
+    assert len(tops) == 4 and all(len(r["proponents"]) == len(r["opponents"]) == 3 for r in tops)
+    assert all(r["proponents"][0]["score"] >= r["opponents"][0]["score"] for r in tops)
+    page = (out / "report.html").read_text()
+    assert "Which training examples made each prediction (ekfac influence)" in page
+    assert "query 0: label" in page and "proponents:" in page and "opponents:" in page
+    assert "removing it would raise the loss by about score / N (N = 200" in page
+    assert "Linear datamodeling score" in page and "Mislabel detection" in page
+    assert "ekfac beats random on the LDS" in page or "ekfac is not distinguishable from random on the LDS" in page
+    assert "<script" not in page
+
+
+def _rows(path, audit):
+    store = Store(path)
+    try:
+        return store.rows(audit)
+    finally:
+        store.close()
+
+
+def test_the_report_escapes_what_the_store_holds(tmp_path):
+    example = {"index": 1, "label": 0, "label_name": "<b>zero</b>", "score": 0.5, "image": "iVBOR\"><script>"}
+    store = Store(tmp_path / "results.sqlite")
+    store.put("influence_top", {"model": "cnn", "query": 0},
+              {"label": 0, "label_name": "<script>alert(1)</script>", "predicted": 0, "predicted_name": "0",
+               "loss": 0.1, "image": "abc", "strategy": "ekfac", "train_examples": 10,
+               "proponents": [example], "opponents": [example]})
+    store.close()
+    page = write_report(tmp_path).read_text()
+    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&lt;b&gt;zero&lt;/b&gt;" in page and "+0.5" in page
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--strategy", "magic"], "--strategy must be one of identity, diagonal, kfac, ekfac, exact; got 'magic'"),
+    (["--lds", "2"], "--lds must be 0 (no LDS) or a number of subsets >= 3; got 2"),
+    (["--mislabel", "1.5"], "--mislabel must be a share in [0, 1); got 1.5"),
+    (["--queries", "0"], "--queries must be"),
+    (["--model", "nomodule"], "--model must look like package.module:factory@weights.pt; got 'nomodule'"),
+    (["--model", "usernets:grey_cnn@missing.pt"], "missing.pt does not exist"),
+    (["--strategy", "identity", "--damping", "0.1"], "--damping does not apply to --strategy identity"),
+    (["--preset", "huge"], "--preset must be one of quick, tiny; got 'huge'"),
+    (["--queries", "100000"], "--queries 100000 is more than the"),
+    (["--data", "nowhere:x"], "unknown scheme 'nowhere'"),
+])
+def test_bad_arguments_are_one_line_and_exit_2(tmp_path, capsys, extra, message):
+    assert cli.main(["influence", "--preset", "tiny", "--out", str(tmp_path / "run"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gradaudit: error: ") and err.count("\n") == 1 and message in err, err
+
+
+def test_a_rerun_with_other_settings_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["influence", "--preset", "tiny", "--out", str(out)]) == 0
+    assert (out / "factors" / "settings.json").is_file()
+    capsys.readouterr()
+    assert cli.main(["influence", "--preset", "tiny", "--out", str(out), "--queries", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"gradaudit: error: --out {out} holds results made with other settings (queries: 4 -> 5); rerun "
+                   "with the same settings to resume, or use a new --out\n")
+
+
+def test_a_users_model_is_attributed_and_misfits_are_refused(tmp_path, capsys):
+    import torch
+
+    from gradaudit import models
+
+    weights = tmp_path / "w.pt"
+    torch.manual_seed(0)
+    torch.save(models.small_cnn(width=4).state_dict(), weights)
+    out = tmp_path / "run"
+    assert cli.main(["influence", "--preset", "tiny", "--out", str(out), "--model",
+                     f"gradaudit.models:small_cnn@{weights}", "--queries", "2"]) == 2    # width 16 by default
+    assert "do not fit the model built by gradaudit.models:small_cnn" in capsys.readouterr().err
+    torch.save(models.small_cnn().state_dict(), weights)
+    assert cli.main(["influence", "--preset", "tiny", "--out", str(out), "--model",
+                     f"gradaudit.models:small_cnn@{weights}", "--queries", "2", "--strategy", "kfac"]) == 0
+    tops = _rows(out / "results.sqlite", "influence_top")
+    assert [r["model"] for r in tops] == ["model", "model"] and tops[0]["strategy"] == "kfac"
+    assert not (out / "models").exists()                             # nothing trained here
+    torch.save(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(4),
+                                   torch.nn.Flatten(), torch.nn.Linear(4 * 7 * 7, 3)).state_dict(), weights)
+    capsys.readouterr()
+    assert cli.main(["influence", "--preset", "tiny", "--out", str(tmp_path / "other"), "--model",
+                     f"usernets:grey_cnn@{weights}"]) == 2
+    assert "model 'model' outputs only 3 classes" in capsys.readouterr().err
