@@ -20,7 +20,8 @@ tune; DeepLIFT's floor is two passes per image (the input and its reference).
 its logits. ms/image (median of the repeats, round-robin in one subprocess) and peak memory of Grad-CAM
 at the last block's first LayerNorm, AttentionRollout, GradientRollout and AttnLRP against the floor
 (one forward + backward of the logit with respect to the input, with the model's own sdpa attention and
-with eager attention, which the attention methods switch to) and Captum's LayerGradCam. Captum's
+with eager attention, which the attention methods switch to; and a forward alone, the floor of methods
+that need no gradient or only one reaching the last block) and Captum's LayerGradCam. Captum's
 LayerGradCam takes dimension 1 as channels and averages the gradient over the others, so on a token
 layer [B, T, C] it weights tokens, not channels, and returns [B, 1, C]; the benchmark gives it a copy
 of the model whose LayerNorm is wrapped to pass its patch tokens through a [B, C, 14, 14] view
@@ -212,7 +213,11 @@ def make_call(case: dict, model: nn.Module, x: torch.Tensor):
         leaf = rows.clone().requires_grad_(True)
         torch.autograd.grad(frozen(leaf)[:, 0].sum(), leaf)
 
-    return call, len(x) * steps / setting
+    def forward():
+        with torch.no_grad():
+            frozen(rows)
+
+    return (forward if case.get("forward_only") else call), len(x) * steps / setting
 
 
 def _references(x: torch.Tensor) -> torch.Tensor:
@@ -287,7 +292,8 @@ def vit_table(device: str, threads: int, quick: bool) -> None:
             "median": True}
     floor = {**base, "method": "floor", "impl": "floor", "setting": images, "steps": 1}
     rows = [("floor: forward+backward (sdpa)", floor),
-            ("floor: forward+backward (eager)", {**floor, "attention": "eager"})]
+            ("floor: forward+backward (eager)", {**floor, "attention": "eager"}),
+            ("forward only (sdpa, no_grad)", {**floor, "forward_only": True})]
     rows += [(f"gradaudit {label}", {**base, "method": kind, "impl": "gradaudit"})
              for kind, label in VIT_METHODS.items()]
     rows += [("captum LayerGradCam (grid view)", {**base, "method": "gradcam", "impl": "captum"})]
@@ -356,9 +362,10 @@ def main() -> None:
     print(f"device {device}, {args.threads} threads, {SAMPLES} samples/steps; ms per image (lower is better)\n")
     header = (f"{'model':7} {'method':16} {'gradaudit':>10} {'captum':>9} {'captum best':>13} {'floor':>8} "
               f"{'ga/floor':>8} {'captum/ga':>9} {'best/ga':>8} {'ga MB':>7} {'captum MB':>9}")
-    print(header)
-    print("-" * len(header))
     names = args.models.split(",")
+    if names != ["vit"]:
+        print(header)
+        print("-" * len(header))
     for name in names:
         if name == "vit":
             vit_table(device, args.threads, args.quick)

@@ -1,7 +1,7 @@
 """Training-data attribution speed, memory and agreement: gradaudit.influence vs kronfluence and Captum.
 
-    python benchmarks/bench_influence.py            # 1,000 bundled MNIST digits, 100 queries (minutes on 2 cores)
-    python benchmarks/bench_influence.py --quick    # 300 digits, 20 queries, fewer repeats
+    python benchmarks/bench_influence.py            # 1,000 bundled MNIST digits, 100 queries (an hour on 2 cores)
+    python benchmarks/bench_influence.py --quick    # 300 digits, 20 queries, one repeat (about 20 minutes)
 
 A small CNN (``models.small_cnn``, width 8: 9,098 weights in conv1, conv2, fc) is trained for three
 epochs of SGD on the digits (one checkpoint per epoch, for TracIn); then each pair fits and scores
@@ -13,10 +13,12 @@ the same queries against the same training set:
 - tracin: ``influence.tracin`` over the three checkpoints against Captum's TracInCP (its per-batch
   gradient hooks, ``sample_wise_grads_per_batch=True``, ``--captum-batch`` rows);
 - exact: ``strategy="exact"`` against Captum's NaiveInfluenceFunction, both on ``--exact-layer`` only
-  (Captum's autograd Hessian and general eigendecomposition of all 9,098 weights take too long, and over
-  one layer of this piecewise-linear net the Hessian is the Gauss-Newton matrix ``exact`` uses). Captum's
-  Hessian is of the summed loss and its scores carry no factor N: it gets ``hessian_reg`` = N x our
-  damping and every eigenvector (``projection_dim`` = the layer's size), and its scores are multiplied by N.
+  (Captum's Hessian takes one double-backward pass per weight and batch, too long for all 9,098 weights;
+  over one layer of this piecewise-linear net the Hessian is the Gauss-Newton matrix ``exact`` uses), with
+  the fixed damping ``--exact-damping`` (the heuristic one is tiny on this well-fitted net, which leaves
+  Captum's float32 eigendecomposition ill-conditioned). Captum's Hessian is of the summed loss and its
+  scores carry no factor N: it gets ``hessian_reg`` = N x the damping and every eigenvector
+  (``projection_dim`` = the layer's size), and its scores are multiplied by N.
 Times: all cases in one subprocess, round-robin over the repeats, fastest repeat of each phase ("fit":
 factors, or Captum's constructor; "score": the [Q, N] scores). kronfluence's times include writing its
 factors and scores to disk, as it always does. Peak memory: each case alone in its own subprocess, the
@@ -80,10 +82,9 @@ def _model() -> nn.Module:
     return models.small_cnn((1, 28, 28), 10, width=WIDTH)
 
 
-def prepare(folder: Path, train_size: int, queries: int, exact_layer: str) -> dict:
-    """Train the CNN on the first ``train_size`` bundled digits, saving a checkpoint per epoch, and write
-    the data, the checkpoints and the damping of ``exact`` on ``exact_layer`` into ``folder``."""
-    from gradaudit import influence
+def prepare(folder: Path, train_size: int, queries: int) -> float:
+    """Train the CNN on the first ``train_size`` bundled digits, write the data and a checkpoint per
+    epoch into ``folder``; return the accuracy on the queries."""
     from gradaudit import train as ga_train
     from gradaudit.data import load_splits
 
@@ -97,9 +98,7 @@ def prepare(folder: Path, train_size: int, queries: int, exact_layer: str) -> di
         ga_train.fit(model, (x, y), seed=epoch, progress=False, epochs=1, lr=lr, optimizer="sgd", momentum=0.9,
                      batch_size=32)
         torch.save({"state": model.state_dict(), "lr": lr}, folder / f"checkpoint{epoch}.pt")
-    accuracy = (model(xq).argmax(1) == yq).float().mean().item()
-    damping = influence.fit(model, (x, y), strategy="exact", layers=[exact_layer]).damping[exact_layer]
-    return {"accuracy": accuracy, "exact_damping": damping}
+    return (model(xq).argmax(1) == yq).float().mean().item()
 
 
 def _load(folder: Path, index: int = len(LRS) - 1) -> nn.Module:
@@ -168,10 +167,10 @@ def make_calls(case: dict, folder: Path, out: str):
     checkpoints = [str(folder / f"checkpoint{i}.pt") for i in range(len(LRS))]
     state = {}
     if name in ("identity", "diagonal", "kfac", "ekfac", "exact"):
-        layers = [case["exact_layer"]] if name == "exact" else None
+        layers, damping = ([case["exact_layer"]], case["exact_damping"]) if name == "exact" else (None, None)
 
         def fit():
-            state["fitted"] = influence.fit(model, train, strategy=name, layers=layers)
+            state["fitted"] = influence.fit(model, train, strategy=name, layers=layers, damping=damping)
 
         return fit, lambda: state["fitted"].scores(queries, train)
     if name == "tracin":
@@ -268,12 +267,13 @@ def main() -> None:
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--cases", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
-    parser.add_argument("--quick", action="store_true", help="300 digits, 20 queries, 2 repeats")
+    parser.add_argument("--quick", action="store_true", help="300 digits, 20 queries, 1 repeat")
     parser.add_argument("--train", type=int, default=1000, help="training digits")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--pairs", default=",".join(PAIRS))
-    parser.add_argument("--exact-layer", default="conv2", help="the layer exact and Captum's Naive run on")
+    parser.add_argument("--exact-layer", default="conv1", help="the layer exact and Captum's Naive run on")
+    parser.add_argument("--exact-damping", type=float, default=1e-3, help="exact's damping (Captum's: N x it)")
     parser.add_argument("--kron-batch", type=int, default=256, help="kronfluence's per-device batch size")
     parser.add_argument("--captum-batch", type=int, default=256, help="Captum's training batch size")
     parser.add_argument("--threads", type=int, default=2)
@@ -288,12 +288,12 @@ def main() -> None:
         print(json.dumps(time_cases(spec["cases"], Path(args.folder), spec["repeats"])))
         return
     if args.quick:
-        args.train, args.queries, args.repeats = 300, 20, 2
+        args.train, args.queries, args.repeats = 300, 20, 1
     print(f"load before: {_load_average()}")
     with tempfile.TemporaryDirectory() as folder:
-        setup = prepare(Path(folder), args.train, args.queries, args.exact_layer)
+        accuracy = prepare(Path(folder), args.train, args.queries)
         pairs = args.pairs.split(",")
-        base = {"exact_layer": args.exact_layer, "exact_damping": setup["exact_damping"],
+        base = {"exact_layer": args.exact_layer, "exact_damping": args.exact_damping,
                 "kron_batch": args.kron_batch, "captum_batch": args.captum_batch}
         cases = [{**base, "name": name} for pair in pairs for name in PAIRS[pair][:2]]
         common = ["--folder", folder, "--threads", str(args.threads)]
@@ -302,7 +302,7 @@ def main() -> None:
         memory = {case["name"]: (_subprocess(["--case", json.dumps(case), *common], env) or {}).get(
             "peak_mb", float("nan")) for case in cases}
     print(f"small_cnn width {WIDTH} ({sum(p.numel() for p in _model().parameters())} weights), "
-          f"{args.train} MNIST digits, {args.queries} queries, query accuracy {setup['accuracy']:.2f}, "
+          f"{args.train} MNIST digits, {args.queries} queries, query accuracy {accuracy:.2f}, "
           f"{args.threads} threads, fastest of {args.repeats}; seconds (lower is better), peak MB above idle")
     header = (f"{'pair':9} {'peer':16} {'ga fit':>7} {'ga score':>8} {'ga total':>8} {'peer fit':>8} "
               f"{'peer score':>10} {'peer total':>10} {'peer/ga':>7} {'ga MB':>7} {'peer MB':>7} {'check':>8}")
@@ -317,7 +317,7 @@ def main() -> None:
         print(f"{pair:9} {label:16} {ours_fit:>7} {ours['score']:8.2f} {ours_total:8.2f} {peer['fit']:8.2f} "
               f"{peer['score']:10.2f} {peer_total:10.2f} {peer_total / ours_total:6.2f}x "
               f"{memory[ours_name]:7.0f} {memory[peer_name]:7.0f} {peer.get('check', float('nan')):8.1e}")
-    print(f"exact and Captum Naive on {args.exact_layer} only (damping {setup['exact_damping']:.3g}); "
+    print(f"exact and Captum Naive on {args.exact_layer} only (damping {args.exact_damping:g}); "
           f"kronfluence batch {args.kron_batch}, Captum batch {args.captum_batch}")
     print(f"load after: {_load_average()}")
 

@@ -194,3 +194,17 @@ def test_cuda_results_match_cpu_and_stay_on_the_device(method):
     on_gpu = method(double(resnet_like()).cuda(), x.cuda(), 1)
     assert on_gpu.device.type == "cuda"
     assert_close_rel(on_gpu.cpu(), method(model, x, 1), 1e-8)
+
+
+def test_passes_without_gradients_are_sized_by_one_layers_activations():
+    from gradaudit.engine.chunks import auto_rows, bytes_per_row, forward_bytes_per_row
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 6, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(6 * 10 * 10, 3)).eval()
+    x = torch.rand(4, 1, 10, 10)
+    assert forward_bytes_per_row(model, x) == 2 * 6 * 10 * 10 * 4          # the ReLU's input and output, float32
+    assert all(not m._forward_hooks for m in model.modules())              # its hooks lived for one forward
+    assert bytes_per_row(model, x) > forward_bytes_per_row(model, x)        # autograd keeps every layer's
+    working_set = ga.config.cpu_working_set
+    assert auto_rows(model, x, gradients=False) == min(ga.config.max_chunk, working_set // (2 * 6 * 10 * 10 * 4))

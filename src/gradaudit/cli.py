@@ -233,7 +233,7 @@ def parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score methods with the metrics that need no retraining "
                                                     "(insertion, deletion, infidelity, ...) and audit the metrics")
     evaluate.add_argument("--preset", default="quick",
-                          help="quick (BlockMNIST from the bundled digits, a small CNN trained here, 200 images), tiny")
+                          help="quick (BlockMNIST from the bundled digits, a small CNN trained here, 100 images), tiny")
     evaluate.add_argument("--out", default="runs/evaluate", help="run folder (results.sqlite, models/, report.html); "
                                                                "a rerun resumes it, refused if its settings differ")
     evaluate.add_argument("--data", help="the dataset as for audit --data (default: blockmnist); folder:DIR with a "
@@ -245,7 +245,7 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--metrics", help="comma-separated, of: insertion, deletion, infidelity, sensitivity, "
                                             "faithfulness, monotonicity, pointing, relevance, road (default: all "
                                             "the data supports)")
-    evaluate.add_argument("--images", type=int, help="test images evaluated (default 200)")
+    evaluate.add_argument("--images", type=int, help="test images evaluated (default 100)")
     evaluate.add_argument("--layer", help=f"layer of {', '.join(LAYER_METHODS)}: a dotted name or auto (default)")
     evaluate.add_argument("--samples", type=int, help="SmoothGrad samples")
     evaluate.add_argument("--steps", type=int, help="IG steps")

@@ -90,7 +90,7 @@ def local_faithfulness(methods, model: nn.Module, data, *, neighbourhoods=DEFAUL
     hoods = [Neighbourhood(n, seed) for n in neighbourhoods]
     methods = named_methods(methods)
     with prepared(model):
-        chunk = auto_rows(model, x)
+        chunk = auto_rows(model, x, gradients=False)
         target = as_target(predicted_classes(model, x, chunk), len(x))
         clean = sample_scores(model, target, len(x), 1, chunk, lambda e, k: x[e], x.device)[:, 0]
         cache: dict[str, Tensor] = {}

@@ -268,8 +268,15 @@ def _control_test(metric: _Metric, methods: list[str], controls: list[str]) -> d
         flag, words = None, f"separates every method from {' and '.join(controls)}"
     else:
         missed = [m for m in methods if m not in separated]
-        flag, words = None, (f"separates {', '.join(separated)} from the controls but not {', '.join(missed)} "
-                             f"({closest(missed)})")
+        below = [m for m in missed if any(pairs[m, c].high < 0 for c in controls)]
+        tied = [m for m in missed if m not in below]
+        parts = [f"separates {', '.join(separated)} from the controls"]
+        if below:
+            parts.append(f"scores {', '.join(below)} below a control ({closest(below)}): worse than a map blind "
+                         "to the model, under this metric")
+        if tied:
+            parts.append(f"cannot tell {', '.join(tied)} from the controls ({closest(tied)})")
+        flag, words = None, "; ".join(parts)
     versus = [{"method": m, "control": c, **interval.as_row("difference")} for (m, c), interval in pairs.items()]
     return {"versus_controls": versus, "separated": separated, "flagged": flag is not None, "flag": flag,
             "words": words}

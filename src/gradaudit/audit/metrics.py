@@ -112,7 +112,8 @@ def causal_curves(model: nn.Module, x: Tensor, maps: Tensor, classes: Tensor, st
         return torch.where(done, finish[examples], start[examples])
 
     with prepared(model):
-        return sample_scores(model, target, n, steps + 1, auto_rows(model, x[:1]), moved, device=x.device)
+        chunk = auto_rows(model, x[:1], gradients=False)
+        return sample_scores(model, target, n, steps + 1, chunk, moved, device=x.device)
 
 
 def image_data(data, limit: int | None):
@@ -159,7 +160,7 @@ def insertion_deletion(methods, model: nn.Module, data, *, step: int | None = No
     else:
         raise ValueError(f"substrate must be 'blur' or a number (a constant image); got {substrate!r}")
     with prepared(model):
-        classes = predicted_classes(model, x, auto_rows(model, x[:1]))
+        classes = predicted_classes(model, x, auto_rows(model, x[:1], gradients=False))
     fractions = [min(k * step, pixels) / pixels for k in range(math.ceil(pixels / step) + 1)]
     rows = []
     for name, method in named_methods(methods).items():
@@ -363,7 +364,7 @@ def infidelity_scores(model: nn.Module, x: Tensor, attributions: Tensor, classes
         return moved
 
     with prepared(model):
-        chunk = auto_rows(model, x[:1])
+        chunk = auto_rows(model, x[:1], gradients=False)
         clean = sample_scores(model, target, len(x), 1, chunk, lambda e, _: x[e], device=x.device).double()
         drops = clean - sample_scores(model, target, len(x), samples, chunk, perturbed, device=x.device).double()
     if normalize:
@@ -406,7 +407,7 @@ def infidelity(methods, model: nn.Module, data, *, perturbation="square", sample
         raise ValueError(f"perturbation must be 'square' or a callable (x_rows, examples, samples) -> I; "
                          f"got {perturbation!r}")
     with prepared(model):
-        classes = predicted_classes(model, x, auto_rows(model, x[:1]))
+        classes = predicted_classes(model, x, auto_rows(model, x[:1], gradients=False))
     rows = []
     for name, method in named_methods(methods).items():
         def compute(method=method, name=name):

@@ -40,7 +40,7 @@ def explained_classes(model: nn.Module, data, x: Tensor) -> Tensor:
     if data.y is not None and data.y.ndim == 1:
         return data.y[:len(x)].to(x.device)
     with prepared(model):
-        return predicted_classes(model, x, auto_rows(model, x[:1]))
+        return predicted_classes(model, x, auto_rows(model, x[:1], gradients=False))
 
 
 def uniform_noise(x: Tensor, samples: int, radius: float, seed: int = 0) -> Callable[[Tensor], Tensor]:

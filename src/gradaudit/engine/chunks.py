@@ -119,10 +119,43 @@ def bytes_per_row(model: nn.Module, x: Tensor) -> int:
     return cache[key]
 
 
-def auto_rows(model: nn.Module, x: Tensor) -> int:
+def _live_bytes(model: nn.Module, x: Tensor) -> int:
+    """The largest input + output of one leaf module in an inference forward of ``x`` (at least the
+    model's own input + output): roughly what an inference pass holds at once, where autograd holds
+    every layer's. Its hooks live only for this one forward."""
+    largest = 0
+
+    def record(module, inputs, output):
+        nonlocal largest
+        largest = max(largest, _output_bytes(inputs) + _output_bytes(output))
+
+    handles = [m.register_forward_hook(record) for m in model.modules() if next(m.children(), None) is None]
+    try:
+        with torch.inference_mode():
+            out = _forward(model, x, torch.zeros(len(x), dtype=torch.long, device=x.device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return max(largest, x.numel() * x.element_size() + _output_bytes(out))
+
+
+def forward_bytes_per_row(model: nn.Module, x: Tensor) -> int:
+    """Memory one more row costs in a forward pass without gradients (``_live_bytes`` of two rows minus
+    one row's)."""
+    key = ("forward", tuple(x.shape[1:]), x.dtype, str(x.device))
+    cache = _row_bytes.setdefault(model, {})
+    if key not in cache:
+        one = x[:1]
+        cache[key] = max(1, _live_bytes(model, torch.cat([one, one])) - _live_bytes(model, one))
+    return cache[key]
+
+
+def auto_rows(model: nn.Module, x: Tensor, gradients: bool = True) -> int:
     """Rows per pass: as many as ``config.memory_budget`` allows (at most ``config.max_chunk``);
-    on CPU only as many as fill ``config.cpu_working_set``, but ``config.min_chunk`` at least."""
-    per_row = bytes_per_row(model, x)
+    on CPU only as many as fill ``config.cpu_working_set``, but ``config.min_chunk`` at least.
+    ``gradients=False`` sizes a pass without gradients (``sample_scores``), which holds one layer's
+    activations rather than every layer's, so it takes more rows."""
+    per_row = bytes_per_row(model, x) if gradients else forward_bytes_per_row(model, x)
     budget = config.memory_budget or _available_bytes(x.device) // 4
     rows = min(config.max_chunk, budget // per_row)
     if x.device.type == "cpu":

@@ -3,7 +3,9 @@
 All are statistics of the Gauss-Newton matrix G of the *mean* training loss, accumulated in
 float64 and divided by their counts, as kronfluence does:
 - ``covariances``: per layer A = mean over rows of a a^T (inputs) and S = mean over rows of
-  g g^T (pseudo-gradients of the outputs of the summed loss), rows = examples x positions;
+  g g^T (pseudo-gradients of the outputs of the summed loss), rows = examples x positions (for
+  a loss with ``positions(y)``, such as ``sequences.TokenLoss``, only the positions it marks:
+  the real tokens of padded sequences);
 - ``lambdas``: per layer the mean over examples of the squared per-example pseudo-gradient,
   in the eigenbasis of (A, S) (EK-FAC) or in the weights' own basis (diagonal);
 - ``gauss_newton``: G itself over all tracked weights, [D, D].
@@ -21,18 +23,38 @@ from ..engine.capture import Capture
 from .layers import Layer
 from .losses import FisherDraws, curvature, fisher_losses, per_example, projection
 
-Pass = Callable[[Capture, Tensor, Tensor, slice], tuple[list[Tensor], list[Tensor]]]
+Pass = Callable[[Capture, Tensor, Tensor, slice], tuple[list[Tensor], list[Tensor], Tensor | None]]
+
+
+def positions(loss: Callable | None, y: Tensor) -> Tensor | None:
+    """Bool [B, P]: the positions of each example that are rows of the factors (``loss.positions(y)``), or
+    None (every position)."""
+    found = getattr(loss, "positions", None)
+    return found(y) if callable(found) else None
 
 
 def fisher_pass(loss: Callable | None, fisher: str, draws: FisherDraws) -> Pass:
-    """One chunk's layer inputs and output pseudo-gradients for the Fisher of kind ``fisher``."""
+    """One chunk's layer inputs, output pseudo-gradients for the Fisher of kind ``fisher``, and the mask of
+    positions counted as rows (None: all)."""
 
     def run(cap: Capture, x: Tensor, y: Tensor, rows: slice):
         output = cap.forward(x)
         grads = cap.gradients(fisher_losses(loss, output, y, fisher, draws, rows))
-        return cap.inputs, grads
+        return cap.inputs, grads, positions(loss, y)
 
     return run
+
+
+def _kept(layer: Layer, a: Tensor, g: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The rows [R, in] and [R, out] of a chunk that the factors count."""
+    a, g = layer.rows(a), layer.output_rows(g)
+    if mask is None:
+        return a.flatten(0, 1), g.flatten(0, 1)
+    if tuple(mask.shape) != tuple(a.shape[:2]):
+        raise ValueError(f"layer {layer.name!r} has {list(a.shape[:2])} positions per chunk, but the loss marks "
+                         f"{list(mask.shape)}: positions(y) must give one flag per example and position of the layer")
+    mask = mask.to(a.device, torch.bool)
+    return a[mask], g[mask]
 
 
 def label_gradients(cap: Capture, layers: list[Layer], x: Tensor, y: Tensor, loss: Callable) -> list[Tensor]:
@@ -46,9 +68,9 @@ def covariances(cap: Capture, layers: list[Layer], batches, run: Pass) -> dict[s
     """{layer: {"A": [in, in], "S": [out, out]}}: the K-FAC factors (row means of a a^T and g g^T)."""
     sums = {layer.name: {"A": 0.0, "S": 0.0, "rows": 0} for layer in layers}
     for rows, x, y in batches:
-        inputs, grads = run(cap, x, y, rows)
+        inputs, grads, mask = run(cap, x, y, rows)
         for layer, a, g in zip(layers, inputs, grads, strict=True):
-            a, g = layer.rows(a).flatten(0, 1).double(), layer.output_rows(g).flatten(0, 1).double()
+            a, g = (t.double() for t in _kept(layer, a, g, mask))
             acc = sums[layer.name]
             acc["A"] = acc["A"] + a.T @ a
             acc["S"] = acc["S"] + g.T @ g
@@ -73,7 +95,7 @@ def lambdas(cap: Capture, layers: list[Layer], batches, run: Pass,
     sums = {layer.name: 0.0 for layer in layers}
     count = 0
     for rows, x, y in batches:
-        inputs, grads = run(cap, x, y, rows)
+        inputs, grads, _ = run(cap, x, y, rows)
         for layer, a, g in zip(layers, inputs, grads, strict=True):
             grad = layer.per_example(a, g).double()
             if bases is not None:

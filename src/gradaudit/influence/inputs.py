@@ -24,13 +24,15 @@ def examples(data, name: str) -> Examples:
         raise ValueError(f"{name} has no labels; influence needs (x, y) examples (the loss of each one)")
     if len(found) == 0:
         raise ValueError(f"{name} is empty; it needs at least one (x, y) example")
-    check_inputs(found.x)
+    check_inputs(found.x, needs_gradients=False)    # weights are differentiated, never inputs: token ids are fine
     return found
 
 
-def check_shape(found: Examples, shape: tuple[int, ...], name: str) -> None:
-    """A ValueError when ``found``'s per-example input shape is not ``shape`` (the training inputs')."""
-    if tuple(found.x.shape[1:]) != tuple(shape):
+def check_shape(found: Examples, shape: tuple[int, ...], name: str, sequences: bool = False) -> None:
+    """A ValueError when ``found``'s per-example input shape is not ``shape`` (the training inputs'); for
+    ``sequences`` (a loss over token positions) the first axis, the sequence length, may differ."""
+    skip = 1 if sequences else 0
+    if tuple(found.x.shape[1 + skip:]) != tuple(shape[skip:]):
         raise ValueError(f"{name} has inputs of per-example shape {list(found.x.shape[1:])}; the model was fitted "
                          f"on inputs of shape {list(shape)}")
 

@@ -1,9 +1,12 @@
-"""The layers influence tracks (Linear and Conv2d) and their per-example weight gradients.
+"""The layers influence tracks (Linear, Conv2d, GPT-2's Conv1D) and their per-example weight gradients.
 
 A layer's parameters are seen as one matrix ``W`` [out, in] (bias appended as the last input
 column, its input a constant 1), as kronfluence sees them. From a layer's input and the
 gradient of a loss with respect to its output:
-- Linear: rows ``a`` [R, in] and ``g`` [R, out] over every position (all axes but the last);
+- Linear, and Hugging Face's ``Conv1D`` (GPT-2: ``x @ W + b`` with ``W`` [in, out], recognised by
+  its ``nf`` attribute, without importing transformers; seen as the Linear of ``W^T``): rows ``a``
+  [R, in] and ``g`` [R, out] over every position (all axes but the last: a token sequence
+  [B, T, in] gives T rows per example, the tokens K-FAC treats as independent);
 - Conv2d: ``a`` is the unfolded patches (im2col) [R, in_channels x kh x kw], ``g`` the output
   gradient per spatial position [R, out_channels], R = batch x output positions;
 and each example's gradient is ``sum over its positions of g a^T`` [out, in].
@@ -22,6 +25,18 @@ from ..engine.probe import resolve_layer
 TRACKED = (nn.Linear, nn.Conv2d)
 
 
+def is_conv1d(module: nn.Module) -> bool:
+    """Whether ``module`` is a Hugging Face ``Conv1D``: an ``nf`` attribute and a weight [in, nf]."""
+    weight = getattr(module, "weight", None)
+    return (isinstance(getattr(module, "nf", None), int) and isinstance(weight, Tensor) and weight.ndim == 2
+            and weight.shape[1] == module.nf)
+
+
+def trackable(module: nn.Module) -> bool:
+    """Whether influence can track ``module``'s weights: a Linear, a Conv2d or a ``Conv1D``."""
+    return isinstance(module, TRACKED) or is_conv1d(module)
+
+
 @dataclass(frozen=True)
 class Layer:
     """A tracked layer: dotted ``name``, the ``module``, and its weight matrix shape [out, in] (bias included)."""
@@ -32,6 +47,8 @@ class Layer:
     @property
     def shape(self) -> tuple[int, int]:
         weight = self.module.weight
+        if is_conv1d(self.module):
+            return weight.shape[1], weight.shape[0] + (self.module.bias is not None)
         return weight.shape[0], weight[0].numel() + (self.module.bias is not None)
 
     @property
@@ -83,12 +100,13 @@ def _check_conv(name: str, conv: nn.Conv2d) -> None:
 
 
 def tracked_layers(model: nn.Module, layers=None) -> list[Layer]:
-    """The Linear and Conv2d layers of ``model`` to track: all of them (``layers=None``) or those named
-    (dotted names or modules); a ValueError for a model without any, a name it lacks or another module type."""
+    """The Linear, Conv2d and ``Conv1D`` layers of ``model`` to track: all of them (``layers=None``) or those
+    named (dotted names or modules); a ValueError for a model without any, a name it lacks or another module type."""
     if layers is None:
-        found = [(name, module) for name, module in model.named_modules() if isinstance(module, TRACKED)]
+        found = [(name, module) for name, module in model.named_modules() if trackable(module)]
         if not found:
-            raise ValueError("model has no nn.Linear or nn.Conv2d layer; influence tracks the weights of those layers")
+            raise ValueError("model has no nn.Linear or nn.Conv2d layer (nor a Hugging Face Conv1D); influence tracks "
+                             "the weights of those layers")
     else:
         if isinstance(layers, (str, nn.Module)):
             layers = [layers]
@@ -96,9 +114,9 @@ def tracked_layers(model: nn.Module, layers=None) -> list[Layer]:
         if not found:
             raise ValueError("layers is empty; pass None (every Linear and Conv2d layer) or layer names")
         for name, module in found:
-            if not isinstance(module, TRACKED):
-                raise ValueError(f"layers: {name!r} is a {type(module).__name__}; influence tracks nn.Linear and "
-                                 "nn.Conv2d layers")
+            if not trackable(module):
+                raise ValueError(f"layers: {name!r} is a {type(module).__name__}; influence tracks nn.Linear, "
+                                 "nn.Conv2d and Hugging Face Conv1D layers")
         names = [name for name, _ in found]
         if len(set(names)) != len(names):
             raise ValueError(f"layers names a layer twice: {names}")

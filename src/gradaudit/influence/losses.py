@@ -78,6 +78,7 @@ class FisherDraws:
         self.n, self.seed = n, seed
         self._uniform: Tensor | None = None
         self._normal: Tensor | None = None
+        self._token_uniform: Tensor | None = None
 
     def labels(self, scores: Tensor, rows: slice) -> Tensor:
         """Labels [B] drawn from softmax(scores) ([B, classes] logits) for the training examples ``rows``."""
@@ -86,6 +87,16 @@ class FisherDraws:
         u = self._uniform[rows].to(scores.device)
         cdf = torch.softmax(scores.detach().to(torch.float64), dim=1).cumsum(1)
         return torch.searchsorted(cdf, u[:, None]).squeeze(1).clamp_(max=scores.shape[1] - 1)
+
+    def token_labels(self, scores: Tensor, rows: slice) -> Tensor:
+        """Labels [B, T] drawn from softmax(scores) ([B, T, vocabulary] logits) at every position of the
+        training sequences ``rows`` (a uniform number per example and position, drawn for all N at once)."""
+        if self._token_uniform is None or self._token_uniform.shape[1] != scores.shape[1]:
+            self._token_uniform = torch.rand(self.n, scores.shape[1], dtype=torch.float64,
+                                             generator=torch.Generator().manual_seed(self.seed))
+        u = self._token_uniform[rows].to(scores.device)
+        cdf = torch.softmax(scores.detach().to(torch.float64), dim=-1).cumsum(-1)
+        return torch.searchsorted(cdf, u[..., None]).squeeze(-1).clamp_(max=scores.shape[-1] - 1)
 
     def directions(self, values: Tensor, vectors: Tensor, rows: slice) -> Tensor:
         """Vectors r [B, K] with E[r r^T] = H_n (negative curvature dropped), for the examples ``rows``."""
@@ -99,9 +110,12 @@ class FisherDraws:
 def fisher_losses(loss: Callable | None, output: Tensor, y: Tensor, fisher: str, draws: FisherDraws,
                   rows: slice) -> Tensor:
     """Per-example losses [B] whose weight gradients are the pseudo-gradients G is estimated from:
-    the loss at the labels (``fisher="empirical"``) or at draws from the model (``"true"``)."""
+    the loss at the labels (``fisher="empirical"``) or at draws from the model (``"true"``): a loss with a
+    ``fisher_loss(output, y, draws, rows)`` method (``sequences.TokenLoss``) draws its own."""
     if fisher == "empirical":
         return per_example(loss or cross_entropy, output, y)
+    if callable(getattr(loss, "fisher_loss", None)):
+        return per_example(lambda out, labels: loss.fisher_loss(out, labels, draws, rows), output, y)
     if loss is None:
         return cross_entropy(output, draws.labels(logits(output), rows))
     values, vectors = curvature(loss, output, y)

@@ -187,7 +187,7 @@ def _infidelity(named: dict[str, Method], methods: dict, model, data, settings: 
             continue
         if isinstance(method, LayerMethod):
             with prepared(model):
-                classes = predicted_classes(model, x, auto_rows(model, x[:1]))
+                classes = predicted_classes(model, x, auto_rows(model, x[:1], gradients=False))
             local[name] = resize(importance(method, model, x, classes, absolute=False), x.shape[-2:])
         else:
             local[name] = method
