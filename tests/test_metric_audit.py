@@ -163,7 +163,8 @@ def test_a_control_above_every_method_is_flagged_and_direction_is_respected():
     assert "separates B from the controls; scores A below a control (A vs Sobel: " in weak["reading"]
     blind = {**good, "A": good["Sobel"] + rng.normal(0, 0.1, 30), "Random": good["Sobel"] + rng.normal(0, 0.1, 30)}
     tied = metric_audit(_result("custom", "score", blind), directions={"score": "higher"}).rows[0]
-    assert tied["trust"] == "weak" and "separates B from the controls; cannot tell A from the controls" in tied["reading"]
+    assert tied["trust"] == "weak"
+    assert "separates B from the controls; cannot tell A from the controls" in tied["reading"]
 
 
 def test_robustness_metrics_are_not_judged_by_the_controls():
