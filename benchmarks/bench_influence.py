@@ -270,7 +270,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="300 digits, 20 queries, 1 repeat")
     parser.add_argument("--train", type=int, default=1000, help="training digits")
     parser.add_argument("--queries", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per case (3; --quick: 1)")
     parser.add_argument("--pairs", default=",".join(PAIRS))
     parser.add_argument("--exact-layer", default="conv1", help="the layer exact and Captum's Naive run on")
     parser.add_argument("--exact-damping", type=float, default=1e-3, help="exact's damping (Captum's: N x it)")
@@ -288,7 +288,8 @@ def main() -> None:
         print(json.dumps(time_cases(spec["cases"], Path(args.folder), spec["repeats"])))
         return
     if args.quick:
-        args.train, args.queries, args.repeats = 300, 20, 1
+        args.train, args.queries = 300, 20
+    args.repeats = args.repeats or (1 if args.quick else 3)
     print(f"load before: {_load_average()}")
     with tempfile.TemporaryDirectory() as folder:
         accuracy = prepare(Path(folder), args.train, args.queries)

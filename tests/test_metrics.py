@@ -304,3 +304,15 @@ def test_square_perturbations_zero_one_square_and_the_gradient_of_a_linear_model
         {"InputXGradient": ga.InputXGradient(), "Gradient": ga.Saliency(abs=False)}, net,
         (x, torch.zeros(3, dtype=torch.long)), samples=20, normalize=False, binary=True).rows}
     assert global_rows["InputXGradient"]["infidelity"] < 1e-10 < global_rows["Gradient"]["infidelity"]
+
+
+def test_a_perturbation_of_the_wrong_shape_is_named():
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(6))
+    net, methods = small_cnn(), {"Saliency": ga.Saliency()}
+    with pytest.raises(ValueError, match=r"perturbation must return I with the rows' shape \[\d+, 1, 8, 8\]; got "
+                                         r"\[\d+, 8, 8\]"):
+        audit.infidelity(methods, net, (x, torch.zeros(3, dtype=torch.long)),
+                         perturbation=lambda rows, e, s: rows[:, 0], samples=2)
+    with pytest.raises(ValueError, match="perturbation must return the perturbed input with the rows' shape"):
+        audit.infidelity(methods, net, (x, torch.zeros(3, dtype=torch.long)),
+                         perturbation=lambda rows, e, s: (rows, rows[:1]), samples=2)

@@ -149,6 +149,20 @@ def _explain_text(args) -> int:
     return 0
 
 
+def _influence_text(args) -> int:
+    from .jobs import influence_text as job
+
+    settings = job.settings_for(args.model, args.train, args.prompt, args.completion, strategy=args.strategy,
+                                layers=args.layers, rank=None if args.full_rank else args.rank,
+                                prefilter=args.prefilter, top=args.top, special_tokens=args.special_tokens or None,
+                                seed=args.seed)
+    found = job.run(settings, args.out)
+    for row in found["rows"]:
+        print(f"  {row['rank'] + 1:>3}. sequence {row['index']:<6} {row['score']:+.4g}  {row['text'][:70]!r}")
+    print(f"finished in {found['seconds']:.0f}s; page: {found['page']}")
+    return 0
+
+
 def _report(args) -> int:
     from .report import write_report
 
@@ -233,7 +247,7 @@ def parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score methods with the metrics that need no retraining "
                                                     "(insertion, deletion, infidelity, ...) and audit the metrics")
     evaluate.add_argument("--preset", default="quick",
-                          help="quick (BlockMNIST from the bundled digits, a small CNN trained here, 100 images), tiny")
+                          help="quick (BlockMNIST from the bundled digits, a small CNN trained here, 200 images), tiny")
     evaluate.add_argument("--out", default="runs/evaluate", help="run folder (results.sqlite, models/, report.html); "
                                                                "a rerun resumes it, refused if its settings differ")
     evaluate.add_argument("--data", help="the dataset as for audit --data (default: blockmnist); folder:DIR with a "
@@ -245,7 +259,7 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--metrics", help="comma-separated, of: insertion, deletion, infidelity, sensitivity, "
                                             "faithfulness, monotonicity, pointing, relevance, road (default: all "
                                             "the data supports)")
-    evaluate.add_argument("--images", type=int, help="test images evaluated (default 100)")
+    evaluate.add_argument("--images", type=int, help="test images evaluated (default 200)")
     evaluate.add_argument("--layer", help=f"layer of {', '.join(LAYER_METHODS)}: a dotted name or auto (default)")
     evaluate.add_argument("--samples", type=int, help="SmoothGrad samples")
     evaluate.add_argument("--steps", type=int, help="IG steps")
@@ -334,6 +348,22 @@ def parser() -> argparse.ArgumentParser:
                               help="do not add [CLS]/[SEP]/BOS to the prompt")
     explain_text.add_argument("--html", help="also write the coloured tokens to this HTML file")
     explain_text.set_defaults(handler=_explain_text)
+    text_influence = commands.add_parser("influence-text", help="which training sequences make a language model "
+                                         "complete a prompt as it does (EK-FAC influence, Grosse et al. 2023)")
+    text_influence.add_argument("--model", required=True, help="local Hugging Face causal LM folder")
+    text_influence.add_argument("--train", required=True, help="corpus: .txt (a sequence per line) or .jsonl")
+    text_influence.add_argument("--prompt", required=True)
+    text_influence.add_argument("--completion", required=True, help="the completion whose log-probability is explained")
+    text_influence.add_argument("--out", required=True, help="run folder (resumable)")
+    text_influence.add_argument("--strategy", help="ekfac (default), kfac, diagonal or identity")
+    text_influence.add_argument("--layers", help="mlp (default: MLP weights only) or a regular expression of names")
+    text_influence.add_argument("--rank", type=int, help="rank of the preconditioned query gradient (default 32)")
+    text_influence.add_argument("--full-rank", action="store_true", help="keep the query gradient whole")
+    text_influence.add_argument("--prefilter", type=int, help="score only the top K sequences by BM25 (biased)")
+    text_influence.add_argument("--top", type=int, help="sequences shown and stored (default 10)")
+    text_influence.add_argument("--special-tokens", action="store_true", help="let the tokenizer add BOS etc.")
+    text_influence.add_argument("--seed", type=int, help="seed of the true Fisher's sampled labels (default 0)")
+    text_influence.set_defaults(handler=_influence_text)
     report = commands.add_parser("report", help="rebuild RUN/report.html from the run's store")
     report.add_argument("run")
     report.set_defaults(handler=_report)

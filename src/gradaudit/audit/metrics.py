@@ -359,6 +359,11 @@ def infidelity_scores(model: nn.Module, x: Tensor, attributions: Tensor, classes
         rows = x[examples]
         change = perturb(rows, examples, draws)
         change, moved = change if isinstance(change, tuple) else (change, rows - change)
+        for name, value in (("I", change), ("the perturbed input", moved)):
+            if not isinstance(value, Tensor) or value.shape != rows.shape:
+                shape = list(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                raise ValueError(f"perturbation must return {name} with the rows' shape {list(rows.shape)}; "
+                                 f"got {shape}")
         # The dot products a.I come out of the same pass that builds the rows, so I is drawn once.
         dots[examples, draws] = (attributions[examples] * change).flatten(1).sum(1).double()
         return moved

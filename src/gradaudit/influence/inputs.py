@@ -11,6 +11,8 @@ from ..data.inputs import Examples, as_examples
 from ..engine.checks import check_batch_size, check_inputs
 from ..engine.chunks import auto_rows
 
+TOKEN_CHUNK = 16
+
 
 def examples(data, name: str) -> Examples:
     """``data`` as ``Examples`` with labels; an ``(x, y)`` pair with floating-point targets keeps them as they
@@ -44,11 +46,14 @@ def device_of(model: nn.Module) -> torch.device:
 
 def chunk_size(model: nn.Module, x: Tensor, batch_size: int | None, bytes_per_example: int) -> int:
     """Examples per pass: ``batch_size``, or as many as the engine's memory budget allows for a forward and
-    backward (``auto_rows``) and for the per-example gradients (``bytes_per_example`` each, 256 MiB in all)."""
+    backward (``auto_rows``) and for the per-example gradients (``bytes_per_example`` each, 256 MiB in all).
+    The engine measures a forward by differentiating its input, which token ids cannot be: for integer
+    inputs at most ``TOKEN_CHUNK`` sequences per pass."""
     check_batch_size(batch_size)
     if batch_size is not None:
         return batch_size
-    return max(1, min(auto_rows(model, x[:2]), 256 * 2**20 // max(1, bytes_per_example)))
+    rows = auto_rows(model, x[:2]) if x.is_floating_point() else TOKEN_CHUNK
+    return max(1, min(rows, 256 * 2**20 // max(1, bytes_per_example)))
 
 
 def chunks(found: Examples, size: int, device: torch.device) -> Iterator[tuple[slice, Tensor, Tensor]]:

@@ -199,18 +199,12 @@ def _infidelity(named: dict[str, Method], methods: dict, model, data, settings: 
     return AuditResult("infidelity", rows)
 
 
-def summary(results: dict) -> dict:
-    """{"table": [{"method", metric: Interval text...}], "trust": [metric audit rows], "lines": reading}."""
-    return {"lines": [claim.sentence for claim in evaluation_claims(results)],
-            "trust": results.get("metric_audit", [])}
-
-
 def print_summary(numbers: dict) -> None:
-    """The reading of ``run``'s results, as ``gradaudit evaluate`` prints it."""
-    found = summary(numbers["results"])
+    """The metric audit and the reading of ``run``'s results, as ``gradaudit evaluate`` prints them."""
+    results = numbers["results"]
     print("\nthe metrics, audited (each metric's verdict follows its intervals):")
-    for row in found["trust"]:
+    for row in results.get("metric_audit", []):
         print(f"  {row['model']} {row['metric']:26} {row['trust']}: {row['reading']}")
-    for line in found["lines"]:
-        print(f"  - {line}")
+    for claim in evaluation_claims(results):
+        print(f"  - {claim.sentence}")
     print(f"finished in {numbers['seconds']:.0f}s; report: {numbers['report']}")

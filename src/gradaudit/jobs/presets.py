@@ -216,7 +216,7 @@ class EvaluatePreset:
     recipe: dict = field(default_factory=lambda: {"optimizer": "adam", "lr": 1e-3, "epochs": 4, "batch_size": 64})
     methods: tuple = ("saliency", "inputxgradient", "smoothgrad", "ig", "gradcam")
     metrics: tuple = ()
-    images: int = 100
+    images: int = 200
     samples: int = 8
     steps: int = 16
     layer: str = "auto"
