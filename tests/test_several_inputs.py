@@ -109,9 +109,9 @@ def test_bad_inputs_and_the_model_left_as_found(case):
         ga.Saliency()(model, (inputs[0], inputs[1][:4]), forward_args=(scale,))
     with pytest.raises(TypeError, match="share one floating-point dtype.*forward_args"):
         ga.Saliency()(model, (inputs[0], inputs[1].long()), forward_args=(scale,))
-    with pytest.raises(ValueError, match="Occlusion slides windows over one image input.*LIME, KernelSHAP"):
+    with pytest.raises(ValueError, match="Occlusion slides windows over one input.*LIME, KernelSHAP"):
         ga.Occlusion()(model, inputs, forward_args=(scale,))
     ga.IntegratedGradients(steps=3)(model, inputs, forward_args=(scale,))
-    shapes = [a.shape for a in ga.KernelSHAP(samples=32)(model, inputs, 0, forward_args=(scale,))]
+    shapes = [a.shape for a in ga.KernelSHAP(samples=64)(model, inputs, 0, forward_args=(scale,))]
     assert shapes == [(5, 1, 6, 6), (5, 4)]                                      # perturbation methods too
     assert_unchanged(model, before)

@@ -84,7 +84,9 @@ def build_methods(names: Iterable[str], settings: MethodSettings) -> dict[str, M
 
 
 def linear_methods(samples: int = 256) -> dict[str, Method]:
-    """The eight local-function-approximation methods of Han et al. (2022), as linear models."""
+    """The eight local-function-approximation methods of Han et al. (2022), as linear models. KernelSHAP
+    gets a small ridge penalty (1e-3): with fewer samples than pixels (256 on 784 here) the unpenalised
+    fit is undetermined, and ``KernelSHAP`` refuses it."""
     return {
         "Gradient": Saliency(abs=False),
         "InputXGradient": InputXGradient(),
@@ -92,7 +94,7 @@ def linear_methods(samples: int = 256) -> dict[str, Method]:
         "IntegratedGradients": IntegratedGradients(steps=32),
         "LIME": LIME(samples=samples),
         "CLIME": CLIME(samples=samples, sigma=0.1),
-        "KernelSHAP": KernelSHAP(samples=samples),
+        "KernelSHAP": KernelSHAP(samples=samples, penalty=1e-3),
         "Occlusion": Occlusion(window=1, stride=1),
     }
 
