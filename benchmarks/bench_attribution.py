@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gc
 import json
 import os
 import statistics
@@ -43,6 +42,7 @@ import time
 import warnings
 
 import torch
+from peak_memory import reset_peak, status_mb
 from torch import nn
 
 SAMPLES = 50
@@ -140,20 +140,6 @@ def captum_token_gradcam(model: nn.Module, layer: str):
     return explain
 
 
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _reset_peak() -> float:
-    """Reset the process's peak RSS (Linux clear_refs) and return the current RSS in MB."""
-    gc.collect()
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")
-    return _status_mb("VmRSS")
 
 
 def _sync(device):
@@ -242,9 +228,9 @@ def run_case(case: dict) -> dict:
     _sync(device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    idle = _reset_peak()
+    idle = reset_peak()
     seconds = min(_timed(call, device) for _ in range(case["repeats"])) * scale
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else _status_mb("VmHWM") - idle
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else status_mb("VmHWM") - idle
     return {"ms_per_image": 1000 * seconds / len(x), "peak_mb": peak}
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gc
 import json
 import os
 import subprocess
@@ -44,6 +43,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from peak_memory import reset_peak, status_mb
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -60,20 +60,6 @@ WIDTH = 8
 LRS = (0.02, 0.02, 0.02)        # SGD learning rate (momentum 0.9) of each epoch; one checkpoint after each
 
 
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _reset_peak() -> float:
-    """Reset the process's peak RSS (Linux clear_refs) and return the current RSS in MB."""
-    gc.collect()
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")
-    return _status_mb("VmRSS")
 
 
 def _model() -> nn.Module:
@@ -245,9 +231,9 @@ def run_case(case: dict, folder: Path) -> dict:
     with tempfile.TemporaryDirectory() as out:
         fit, score = make_calls(case, folder, out)
         _run(fit, score)                                   # warm-up
-        idle = _reset_peak()
+        idle = reset_peak()
         _run(fit, score)
-        return {"peak_mb": _status_mb("VmHWM") - idle}
+        return {"peak_mb": status_mb("VmHWM") - idle}
 
 
 def _subprocess(arguments: list[str], env: dict | None = None):

@@ -31,7 +31,6 @@ the seeded NumPy generator reproduces, to show the definitions agree.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import math
 import os
@@ -43,6 +42,7 @@ import warnings
 
 import numpy as np
 import torch
+from peak_memory import reset_peak, status_mb
 
 STEPS = 32                  # deletion: about 32 steps, ceil(H W / 32) pixels each (the audit's default)
 PATCH = 4                   # Quantus Infidelity's default patch; our infidelity draws H W / 16 squares to match
@@ -172,20 +172,6 @@ def make_call(pair: str, impl: str, s: dict):
     return lambda: _quantus_call(metric, s, labels, s["maps"][:, None])
 
 
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _reset_peak() -> float:
-    """Reset the process's peak RSS (Linux clear_refs) and return the current RSS in MB."""
-    gc.collect()
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")
-    return _status_mb("VmRSS")
 
 
 def run_case(job: dict) -> dict:
@@ -194,9 +180,9 @@ def run_case(job: dict) -> dict:
     s = setup(job["weights"], job["images"])
     call = make_call(job["pair"], job["impl"], s)
     call()
-    idle = _reset_peak()
+    idle = reset_peak()
     call()
-    return {"peak_mb": _status_mb("VmHWM") - idle}
+    return {"peak_mb": status_mb("VmHWM") - idle}
 
 
 def time_cases(job: dict) -> dict:

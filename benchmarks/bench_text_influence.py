@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gc
 import json
 import os
 import subprocess
@@ -33,6 +32,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+from peak_memory import reset_peak, status_mb
 from torch import nn
 
 FRAME = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "the", "code", "of", "is", "home", "colour"]
@@ -40,19 +40,6 @@ NAMES = [f"transformer.h.{i}.mlp.{p}" for i in (0, 1) for p in ("c_fc", "c_proj"
 BATCH = 16
 
 
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _reset_peak() -> float:
-    gc.collect()
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")
-    return _status_mb("VmRSS")
 
 
 def setup(facts: int):
@@ -184,9 +171,9 @@ def memory(case: str, facts: int) -> float:
     with tempfile.TemporaryDirectory() as folder:
         fit, score = make(case, model, train, queries, folder)
         score(fit())
-        base = _reset_peak()
+        base = reset_peak()
         score(fit())
-        return _status_mb("VmHWM") - base
+        return status_mb("VmHWM") - base
 
 
 def main() -> None:
