@@ -178,6 +178,14 @@ def _model_arguments(command: argparse.ArgumentParser) -> None:
                          help="allow full pickles (can run arbitrary code); off by default")
 
 
+def _data_file_arguments(command: argparse.ArgumentParser) -> None:
+    """--test-fraction, --size, --trust-pickle: how a --data dataset of files is split, sized and read."""
+    command.add_argument("--test-fraction", type=float, help="test share when the data has no test split")
+    command.add_argument("--size", help="H,W: resize the images of folder:DIR")
+    command.add_argument("--trust-pickle", action="store_true",
+                         help="allow pickled weights and data files (can run arbitrary code); off by default")
+
+
 def _executor_arguments(command: argparse.ArgumentParser) -> None:
     """--executor, --ray-address, --cpus-per-task, --gpus-per-task: where units of work run."""
     command.add_argument("--executor", help="local (default: this process) or ray (extra dist: Ray tasks)")
@@ -239,10 +247,7 @@ def parser() -> argparse.ArgumentParser:
     unlearn.add_argument("--threshold", type=float, help="share of weights in SalUn's mask, in (0, 1] (default 0.5)")
     unlearn.add_argument("--seeds", type=int, help="seeds (forget set, original model, unlearning runs)")
     unlearn.add_argument("--seed", type=int, help="first seed block (seeds are 1000 x seed + 0, 1, ...)")
-    unlearn.add_argument("--test-fraction", type=float, help="test share when the data has no test split")
-    unlearn.add_argument("--size", help="H,W: resize the images of folder:DIR")
-    unlearn.add_argument("--trust-pickle", action="store_true",
-                         help="allow pickled weights and data files (can run arbitrary code); off by default")
+    _data_file_arguments(unlearn)
     unlearn.set_defaults(handler=_unlearn)
     evaluate = commands.add_parser("evaluate", help="score methods with the metrics that need no retraining "
                                                     "(insertion, deletion, infidelity, ...) and audit the metrics")
@@ -265,10 +270,7 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--steps", type=int, help="IG steps")
     evaluate.add_argument("--recipe", help="training recipe of the CNN trained here, KEY=VALUE,...")
     evaluate.add_argument("--seed", type=int)
-    evaluate.add_argument("--test-fraction", type=float, help="test share when the data has no test split")
-    evaluate.add_argument("--size", help="H,W: resize the images of folder:DIR")
-    evaluate.add_argument("--trust-pickle", action="store_true",
-                          help="allow pickled weights and data files (can run arbitrary code); off by default")
+    _data_file_arguments(evaluate)
     evaluate.set_defaults(handler=_evaluate)
     attribution = commands.add_parser("influence", help="training-data attribution: which training examples made "
                                                         "each prediction (EK-FAC influence), checked by retraining")
@@ -295,10 +297,7 @@ def parser() -> argparse.ArgumentParser:
                                                             "self-influence (default 0: none)")
     attribution.add_argument("--recipe", help="training recipe of the models trained here, KEY=VALUE,...")
     attribution.add_argument("--seed", type=int)
-    attribution.add_argument("--test-fraction", type=float, help="test share when the data has no test split")
-    attribution.add_argument("--size", help="H,W: resize the images of folder:DIR")
-    attribution.add_argument("--trust-pickle", action="store_true",
-                             help="allow pickled weights and data files (can run arbitrary code); off by default")
+    _data_file_arguments(attribution)
     _executor_arguments(attribution)
     attribution.set_defaults(handler=_influence)
     recommend = commands.add_parser("recommend", help="rank methods by how well they fit f on a neighbourhood")
