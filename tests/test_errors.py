@@ -26,6 +26,28 @@ def test_non_finite_inputs(cnn, x, bad):
         ga.Saliency()(cnn, x)
 
 
+class Root(nn.Module):
+    """sqrt of each input, summed into 2 classes: the gradient is infinite where an input is 0, and the
+    output NaN where one is negative."""
+
+    def forward(self, x):
+        root = x.flatten(1).sqrt()
+        return torch.stack([root.sum(1), -root.sum(1)], 1)
+
+
+def test_a_non_finite_attribution_is_refused_naming_the_method_and_the_first_bad_example():
+    x = torch.rand(4, 1, 3, 3) + 0.5
+    x[2, 0, 1, 1] = x[3, 0, 0, 0] = 0.0                    # an infinite gradient in examples 2 and 3
+    for method in (ga.Saliency(), ga.InputXGradient(), ga.IntegratedGradients(steps=4)):
+        with pytest.raises(ValueError, match=rf"{type(method).__name__}\(.*\) gave a non-finite attribution: "
+                                             r"example 2 \(of 4\) holds 1 NaN or infinite"):
+            method(Root().eval(), x, 0)
+    x[1, 0, 2, 2] = -1.0                                  # example 1's output is NaN: so are its occlusion differences
+    with pytest.raises(ValueError, match=r"Occlusion\(.*\) gave a non-finite attribution: example 1 \(of 4\)"):
+        ga.Occlusion(window=1, stride=1)(Root().eval(), x, 0)
+    assert torch.isfinite(ga.Occlusion(window=1, stride=1)(Root().eval(), x[2:], 0)).all()
+
+
 def test_target_out_of_range(cnn, x):
     with pytest.raises(ValueError, match="target class 3 is out of range for a model with 3 outputs"):
         ga.IntegratedGradients(steps=2)(cnn, x, target=3)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import ray
 import torch
 from helpers import kill_once_rows_appear, stored_rows
 
@@ -21,7 +22,6 @@ from gradaudit.jobs.executor import RayExecutor, cluster_auth_mode, describe, lo
 from gradaudit.store import Store
 from gradaudit.units import LocalExecutor, Unit, UnitsFailed
 
-ray = pytest.importorskip("ray")
 TESTS = Path(__file__).parent
 
 

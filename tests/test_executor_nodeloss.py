@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import ray  # noqa: F401  required, not skipped: the children run Ray (the dist extra)
 from helpers import stored_rows
 
-ray = pytest.importorskip("ray")
 TESTS = Path(__file__).parent
 TOKEN = "gradaudit-test-token-0123456789abcdef"
 AUDIT = ["audit", "--preset", "tiny", "--seeds-per-model", "1", "--methods", "saliency,random,inputxgradient",

@@ -196,9 +196,7 @@ def _kronfluence_scores(tmp_path, net, train, queries, strategy, fisher, uniform
     """kronfluence's pairwise scores with float64 everywhere and its heuristic damping (damping_factor=None).
     For the true Fisher, labels are drawn by inverse CDF from ``uniforms`` (one per training example, the
     draws gradaudit makes from its seed), so both sample the same labels."""
-    pytest.importorskip("einops", reason="kronfluence needs einops, opt_einsum, einconv and accelerate")
-    analyzer_module = pytest.importorskip("kronfluence.analyzer", reason="kronfluence is a test-only peer "
-                                          "(pip install --no-deps kronfluence einops opt_einsum einconv accelerate)")
+    from kronfluence import analyzer as analyzer_module  # imports einops, opt_einsum, einconv and accelerate
     from kronfluence.arguments import FactorArguments, ScoreArguments
     from kronfluence.task import Task
 
@@ -425,6 +423,52 @@ def test_errors_name_the_argument():
         influence.fit(nn.Sequential(nn.Linear(3, 1), nn.Flatten(0)).double().eval(), _vectors(5, 0, d=3))
     with pytest.raises(ValueError, match="loss returned"):
         influence.fit(net, train, loss=lambda output, y: F.cross_entropy(output, y))
+
+
+@pytest.mark.parametrize("strategy", ("diagonal", "kfac", "ekfac"))
+def test_approximate_strategies_refuse_zero_damping_and_name_a_layer_without_curvature(strategy):
+    """An input feature that is always 0 gives the curvature a zero eigenvalue: damping=0 would divide by it
+    (every score NaN), so it is refused, where damping=None damps it (exact refuses its singular G when asked
+    to invert it). A layer whose gradients are all 0 (behind a dead ReLU) leaves damping=None nothing to
+    scale: it is named."""
+    (x, y), (xq, yq) = _vectors(12, 0), _vectors(3, 1)
+    x[:, 1], xq[:, 1] = 0.0, 0.0
+    net = _mlp()
+    with pytest.raises(ValueError, match=f"damping must be > 0 for strategy='{strategy}', got 0"):
+        influence.fit(net, (x, y), strategy=strategy, damping=0)
+    assert torch.isfinite(influence.fit(net, (x, y), strategy=strategy).scores((xq, yq), (x, y))).all()
+    with pytest.raises(ValueError, match="G is singular and the damping is 0"):
+        influence.fit(net, (x, y), strategy="exact", damping=0).scores((xq, yq), (x, y))
+    torch.manual_seed(0)
+    dead = nn.Sequential(OrderedDict([("hidden", nn.Linear(4, 5)), ("act", nn.ReLU()),
+                                      ("out", nn.Linear(5, 3))])).double().eval()
+    nn.init.constant_(dead.hidden.bias, -100.0)
+    before = snapshot(dead)
+    with pytest.raises(ValueError, match=f"layer 'hidden' has no curvature .* {strategy} estimate is 0.0"):
+        influence.fit(dead, (x, y), strategy=strategy)
+    assert_unchanged(dead, before)
+    assert torch.isfinite(influence.fit(dead, (x, y), strategy=strategy, layers=["out"]).scores((xq, yq), (x, y))).all()
+
+
+@pytest.mark.parametrize("fisher", ("true", "empirical"))
+def test_labels_beyond_the_models_outputs_are_one_clear_error(fisher):
+    """The default loss needs class indices of the model's 3 outputs: fit (the true Fisher draws its own labels,
+    yet the given ones must still be classes), scores and self_scores say so, never torch's IndexError."""
+    net, (x, y), queries = _mlp(), _vectors(10, 0), _vectors(3, 1)
+    message = r"labels must be class indices in \[0, 3\) for the model's 3 outputs .* got label {}"
+    for label in (6, -1):
+        bad = y.clone()
+        bad[4] = label
+        for strategy in ("diagonal", "ekfac", "exact"):
+            with pytest.raises(ValueError, match=message.format(label)):
+                influence.fit(net, (x, bad), strategy=strategy, fisher=fisher)
+        f = influence.fit(net, (x, y), strategy="ekfac", fisher=fisher)
+        with pytest.raises(ValueError, match=message.format(label)):
+            f.scores((queries[0], torch.tensor([0, label, 1])), (x, y))
+        with pytest.raises(ValueError, match=message.format(label)):
+            f.scores(queries, (x, bad))
+        with pytest.raises(ValueError, match=message.format(label)):
+            f.self_scores((x, bad))
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

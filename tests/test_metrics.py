@@ -107,13 +107,15 @@ def test_insertion_deletion_rejects_bad_arguments():
         audit.insertion_deletion({"m": torch.rand(2, 8, 8)}, net, (x, y), step=0)
 
 
-def test_rows_are_stored_at_once_and_read_back(tmp_path):
+def test_rows_are_stored_at_once_and_read_back(tmp_path, monkeypatch):
     x, y = torch.rand(3, 1, 8, 8), torch.zeros(3, dtype=torch.long)
-    net = small_cnn()
+    net, maps = small_cnn(), torch.rand(3, 8, 8)
     store = Store(tmp_path / "results.sqlite")
-    first = audit.insertion_deletion({"m": torch.rand(3, 8, 8)}, net, (x, y), store=store).rows
-    again = audit.insertion_deletion({"m": "not needed: the row is stored"}, net, (x, y), store=store).rows
-    assert again == first and len(store.rows("insertion_deletion")) == 1
+    first = audit.insertion_deletion({"m": maps}, net, (x, y), store=store).rows
+    calls = []
+    monkeypatch.setattr("gradaudit.audit.metrics.causal_curves", lambda *a, **k: calls.append(a))
+    again = audit.insertion_deletion({"m": maps.clone()}, net, (x.clone(), y), store=store).rows
+    assert again == first and not calls and len(store.rows("insertion_deletion")) == 1
     store.close()
 
 

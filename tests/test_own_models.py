@@ -109,9 +109,10 @@ def _error(capsys, *args):
     return err
 
 
-def test_every_misfit_is_one_clear_error_line(tmp_path, capsys):
+def test_every_misfit_is_one_clear_error_line(tmp_path, capsys, monkeypatch):
     from usernets import grey_cnn
 
+    monkeypatch.chdir(tmp_path)                # calls without --out default to runs/tiny here, not in the checkout
     idx_folder(tmp_path / "idx", train=30, test=9)
     good = tmp_path / "good.pt"
     torch.save(grey_cnn().state_dict(), good)
@@ -159,7 +160,7 @@ def test_every_misfit_is_one_clear_error_line(tmp_path, capsys):
     earlier.put("inputs", {"what": "model a"}, {"description": "older weights", "sha256": "0123456789ab"})
     earlier.close()
     err = _error(capsys, "--data", f"idx:{tmp_path / 'idx'}", "--models", f"a=usernets:grey_cnn@{good}",
-                 "--out", str(tmp_path / "earlier"))
+                 "--methods", "saliency", "--out", str(tmp_path / "earlier"))
     assert "already holds results for model 'a' from other weights" in err
     assert "--recipe must be KEY=VALUE" in _error(capsys, "--recipe", "sgd")
     assert "unknown training setting 'speed'" in _error(capsys, "--recipe", "speed=3")

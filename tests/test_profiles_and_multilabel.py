@@ -1,6 +1,7 @@
 """Neuron activation profiles on a model whose channels are known, multilabel data, resume from the
 store; label targets on a sigmoid-output (multilabel) model against the analytic gradient."""
 
+import copy
 from collections import OrderedDict
 
 import torch
@@ -22,15 +23,19 @@ def test_profiles_of_known_channels(tmp_path):
     x = torch.cat([torch.full((3, 1, 4, 4), 0.2), torch.full((5, 1, 4, 4), 0.8)])
     y = torch.tensor([0] * 3 + [1] * 5)
     store = Store(tmp_path / "s.sqlite")
-    rows = activation_profiles(known_channels(), (x, y), "feat", store=store, model_name="m").rows
+    net = known_channels()
+    rows = activation_profiles(net, (x, y), "feat", store=store, model_name="m").rows
     assert [r["examples"] for r in rows] == [3, 5]
     assert torch.allclose(torch.tensor(rows[0]["raw"]), torch.tensor([0.2, -0.2]), atol=1e-6)
     assert rows[0]["profile"] == [0.0, 1.0] and rows[1]["profile"] == [1.0, 0.0]      # min-max across classes
     assert rows[0]["nearest"] == 1 and abs(rows[0]["nearest_distance"] - 1.0) < 1e-12
-    changed = known_channels()
+    again = activation_profiles(net, (x.clone(), y), "feat", store=store, model_name="m")   # read back
+    assert again.rows == rows and len(store.rows("activation_profiles")) == 2
+    changed = copy.deepcopy(net)
     changed.feat.weight.data *= 2
-    again = activation_profiles(changed, (x, y), "feat", store=store, model_name="m")    # read back, not recomputed
-    assert again.rows[0]["raw"] == rows[0]["raw"] and len(store.rows("activation_profiles")) == 2
+    other = activation_profiles(changed, (x, y), "feat", store=store, model_name="m")   # same name, other weights
+    assert torch.allclose(torch.tensor(other.rows[0]["raw"]), torch.tensor([0.4, -0.4]), atol=1e-6)
+    assert len(store.rows("activation_profiles")) == 4
     store.close()
     assert again.plot() is not None
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_close_rel
+from helpers import assert_close_rel, assert_unchanged, snapshot
 from nets import FunctionalAct, double, mlp, resnet_like
 from torch import nn
 
@@ -46,6 +46,28 @@ def test_rules_leave_ordinary_gradients_alone_afterwards():
     plain = ga.Saliency(abs=False)(model, x, 0)
     ga.GuidedBackprop()(model, x, 0)
     assert torch.equal(ga.Saliency(abs=False)(model, x, 0), plain)
+
+
+def test_a_rule_with_nothing_to_apply_to_is_refused_and_the_model_left_as_found():
+    """No ReLU-like activation caught (tanh; a ReLU written as arithmetic): guided backprop, deconvnet and
+    Guided Grad-CAM refuse instead of returning the plain gradient; DeepLIFT's rescale rule, exact on a
+    linear model, is not refused there."""
+    both = ((ga.GuidedBackprop(), "guided"), (ga.Deconvnet(), "deconvnet"))
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(8, 3))
+    for model, x, methods in ((mlp(activation=nn.Tanh), torch.randn(3, 10), both),
+                              (FunctionalAct(lambda t: t * (t > 0)), torch.randn(3, 10), both),
+                              (conv, torch.randn(3, 1, 4, 4), (*both, (ga.GuidedGradCAM("0"), "guided")))):
+        model.train()
+        next(model.parameters()).requires_grad_(False)
+        before = snapshot(model)
+        for method, rule in methods:
+            with pytest.raises(ValueError, match=f"the '{rule}' backward rule .* needs a ReLU-like activation"), \
+                    pytest.warns(UserWarning, match="train mode"):
+                method(model, x, 0)
+            assert_unchanged(model, before)
+    linear = double(nn.Sequential(nn.Linear(10, 4), nn.Linear(4, 3)))
+    x = torch.randn(3, 10, dtype=torch.float64)
+    assert_close_rel(ga.DeepLift()(linear, x, 2), x * (linear[1].weight[2] @ linear[0].weight), 1e-12)
 
 
 def test_target_forms_agree():

@@ -2,9 +2,12 @@
 anything is written, naming each difference; a rerun that changes only where work runs resumes."""
 
 import hashlib
+import re
+from pathlib import Path
 
 import pytest
 import torch
+from datafiles import idx_folder
 
 from gradaudit import cli
 from gradaudit.store import Store
@@ -53,7 +56,7 @@ def audit_run(tmp_path_factory):
     (["--eps", "0.2"], "adversary.eps: 0.3 -> 0.2"),
     (["--seed", "1"], "seed: 0 -> 1"),
     (["--recipe", "lr=0.01"], "retrain-recipe.lr: 0.001 -> 0.01"),
-    (["--mnist", "/somewhere/else"], "source: none -> /somewhere/else"),
+    (["--seeds-per-model", "2"], "seeds-per-model: 1 -> 2"),
     (["--methods", "saliency,smoothgrad,random"], 'methods: ["saliency", "random"] -> ["saliency", "smoothgrad"'),
 ])
 def test_audit_rerun_with_other_settings_is_refused_before_anything_is_written(audit_run, changed, named, capsys):
@@ -119,3 +122,93 @@ def test_explain_out_dir_answers_for_its_settings(tmp_path, capsys):
     assert cli.main([*args, "--method", "saliency"]) == 2
     assert "weights-sha256" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+
+
+def _another_run(folder, kind):
+    """``folder`` as another run of ``kind`` left it: its settings (other than any preset's) and a model file."""
+    store = Store(folder / "results.sqlite")
+    try:
+        store.put("settings", {"run": "0"}, {"settings": {"seed": 12345}, "preset": kind})
+    finally:
+        store.close()
+    (folder / "models").mkdir()
+    torch.save({}, folder / "models" / "standard-0.pt")
+
+
+@pytest.mark.parametrize("command, kind", [
+    (["audit"], "Preset"),
+    (["audit", "--preset", "tiny"], "Preset"),
+    (["evaluate", "--preset", "tiny"], "EvaluatePreset"),
+    (["unlearn", "--preset", "tiny"], "UnlearnPreset"),
+    (["influence", "--preset", "tiny"], "InfluencePreset"),
+])
+def test_an_input_error_is_reported_as_such_over_another_runs_default_folder(command, kind, tmp_path, monkeypatch,
+                                                                               capsys):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / cli.default_out(command[0], command[-1] if len(command) > 1 else "quick")
+    _another_run(folder, kind)
+    before = _fingerprint(folder)
+    assert cli.main([*command, "--data", f"folder:{tmp_path / 'nowhere'}"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"gradaudit: error: --data 'folder:{tmp_path / 'nowhere'}': {tmp_path / 'nowhere'} does not exist\n"
+    assert _fingerprint(folder) == before
+    assert cli.main(command) == 2                      # the same folder with good inputs: the settings refusal
+    assert "holds results made with other settings (" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--models", "a=usernets:grey_cnn@missing.pt"], "missing.pt does not exist"),
+    (["--methods", "saliency,gradcam", "--layer", "conv9"], "--layer: model 'trained here': layer 'conv9' is not"),
+    (["--retrain", "usernets:not_a_classifier"], "returned [2, 1, 28, 28] for a batch of 2 images"),
+])
+def test_audit_checks_models_and_layers_before_its_run_folder(arguments, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    idx_folder(tmp_path / "idx", train=30, test=9)
+    _another_run(tmp_path / "runs" / "tiny", "Preset")
+    before = _fingerprint(tmp_path / "runs" / "tiny")
+    assert cli.main(["audit", "--preset", "tiny", "--data", f"idx:{tmp_path / 'idx'}", *arguments]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gradaudit: error: ") and err.count("\n") == 1 and message in err, err
+    assert _fingerprint(tmp_path / "runs" / "tiny") == before
+
+
+def test_influence_text_checks_its_layers_before_its_run_folder(folder, tmp_path, capsys):
+    (tmp_path / "corpus.txt").write_text("the cat sat on the mat\nthe dog ran in the park\n")
+    out = tmp_path / "run"
+    assert cli.main(["influence-text", "--model", folder, "--train", str(tmp_path / "corpus.txt"), "--prompt",
+                     "the cat", "--completion", " sat", "--out", str(out), "--layers", "nothing_matches"]) == 2
+    err = capsys.readouterr().err.splitlines()                 # after transformers' progress bar
+    assert err[-1].startswith("gradaudit: error: --layers: layers='nothing_matches' matches no")
+    assert not out.exists()
+
+
+def test_explain_out_dir_is_not_touched_by_a_bad_model_or_layer(tmp_path, capsys):
+    from PIL import Image
+    from usernets import grey_cnn
+
+    torch.save(grey_cnn().state_dict(), tmp_path / "w.pt")
+    (tmp_path / "images").mkdir()
+    Image.fromarray((torch.rand(28, 28) * 255).byte().numpy()).save(tmp_path / "images" / "0.png")
+    args = ["explain", "--input-dir", str(tmp_path / "images"), "--out-dir", str(tmp_path / "maps")]
+    for wrong, message in ((["--model", "usernets:nothing", "--method", "saliency"], "nothing"),
+                           (["--model", "usernets:grey_cnn", "--method", "gradcam", "--layer", "conv9"],
+                            "layer 'conv9' is not")):
+        assert cli.main([*args, *wrong, "--weights", str(tmp_path / "w.pt")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("gradaudit: error: ") and message in err, err
+        assert not (tmp_path / "maps").exists()
+
+
+def test_each_preset_writes_its_own_default_folder_and_the_demos_use_it():
+    from gradaudit.jobs.influence import INFLUENCE_PRESETS
+    from gradaudit.jobs.presets import EVALUATE_PRESETS, PRESETS, UNLEARN_PRESETS
+
+    commands = {"audit": PRESETS, "unlearn": UNLEARN_PRESETS, "evaluate": EVALUATE_PRESETS,
+                "influence": INFLUENCE_PRESETS}
+    folders = [cli.default_out(command, name) for command, presets in commands.items() for name in presets]
+    assert len(set(folders)) == len(folders) == 10
+    assert cli.default_out("audit", "quick") == "runs/quick" and cli.default_out("audit", "tiny") == "runs/tiny"
+    demos = re.findall(r"/gradaudit (\w+) --preset (\w+) .*--out (\S+)",
+                       (Path(__file__).parents[1] / "Makefile").read_text())
+    assert len(demos) == 5
+    assert all(out == cli.default_out(command, name) for command, name, out in demos), demos

@@ -1,5 +1,7 @@
 """ga.targets: each target equals its formula, and a method given it differentiates that formula."""
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -172,13 +174,50 @@ def test_box_score_is_iou_plus_score_of_the_matching_box_and_a_method_differenti
     assert_unchanged(model, before)
 
 
-def test_box_score_ignores_boxes_of_another_label_and_warns_when_nothing_matches():
+def grad_cam_box_score(output, labels, bounding_boxes, iou_threshold=0.5):
+    """pytorch-grad-cam's ``FasterRCNNBoxScoreTarget.__call__`` (pytorch_grad_cam/utils/model_targets.py),
+    transcribed for one image's output dict (``box_iou`` for torchvision's): per reference box, the predicted
+    box of highest IoU counts, IoU + its score, when that IoU is > the threshold and its label is the reference's."""
+    result = torch.tensor([0.0], dtype=torch.float64)
+    if len(output["boxes"]) == 0:
+        return result
+    for box, label in zip(bounding_boxes, labels, strict=True):
+        ious = ga.targets.box_iou(box[None, :], output["boxes"])
+        index = ious.argmax()
+        if ious[0, index] > iou_threshold and output["labels"][index] == label:
+            result = result + ious[0, index] + output["scores"][index]
+    return result
+
+
+def test_box_score_follows_pytorch_grad_cam_best_box_then_label_and_strict_threshold():
+    """Image 0: the best box of the reference has another label, a box of its label overlaps it with IoU 0.83
+    (it does not stand in); image 1: IoU exactly 0.5 (not > 0.5); image 2: both references matched."""
+    d = torch.float64
+    reference = torch.tensor([[0.0, 0.0, 2.0, 2.0], [4.0, 4.0, 6.0, 6.0]], dtype=d)
+    labels = torch.tensor([2, 1])
+    outputs = [{"boxes": torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 2.0, 2.4]], dtype=d),
+                "labels": torch.tensor([1, 2]), "scores": torch.tensor([0.9, 0.8], dtype=d)},
+               {"boxes": torch.tensor([[0.0, 0.0, 2.0, 1.0], [4.0, 4.0, 6.0, 5.0]], dtype=d),
+                "labels": torch.tensor([2, 1]), "scores": torch.tensor([0.7, 0.6], dtype=d)},
+               {"boxes": torch.tensor([[4.0, 4.0, 6.0, 5.5], [0.1, 0.0, 2.0, 2.0]], dtype=d),
+                "labels": torch.tensor([1, 2]), "scores": torch.tensor([0.5, 0.4], dtype=d)}]
+    expected = torch.cat([grad_cam_box_score(o, labels, reference) for o in outputs])
+    assert expected[0] == expected[1] == 0 and expected[2] > 0
+    with pytest.warns(UserWarning, match="box of highest IoU has IoU > 0.5 and the same label") as caught:
+        got = ga.targets.BoxScore(reference, labels)(outputs)
+    assert [re.search(r"image (\d+)", str(w.message))[1] for w in caught] == ["0", "1"]
+    assert torch.allclose(got, expected, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"iou must be a threshold in \[0, 1\)"):
+        ga.targets.BoxScore(reference, labels, iou=1.0)
+
+
+def test_box_score_warns_when_nothing_matches():
     model, x = Detector().eval(), seeded(B, 1, 4, 4)
     wrong_label = ga.targets.BoxScore(torch.tensor([[0.0, 0.0, 2.0, 2.0]]), torch.tensor([2]))
     with pytest.warns(UserWarning, match="no predicted box matches"):
         assert torch.equal(wrong_label(model(x)), torch.zeros(B))
     far = ga.targets.BoxScore(torch.tensor([[10.0, 10.0, 12.0, 12.0]]), torch.tensor([1]))
-    with pytest.warns(UserWarning, match="IoU >= 0.5"):
+    with pytest.warns(UserWarning, match="IoU > 0.5"):
         assert torch.equal(far(model(x)), torch.zeros(B))
 
 

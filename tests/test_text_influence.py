@@ -11,15 +11,15 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers
 from helpers import assert_close_rel, assert_unchanged, snapshot
 from scipy import stats
 from torch import nn
 
-transformers = pytest.importorskip("transformers")
-from gradaudit import influence as core  # noqa: E402
-from gradaudit.influence.sequences import IGNORE, TokenLoss, log_probability  # noqa: E402
-from gradaudit.text import bm25  # noqa: E402
-from gradaudit.text.influence import influence  # noqa: E402
+from gradaudit import influence as core
+from gradaudit.influence.sequences import IGNORE, TokenLoss, log_probability
+from gradaudit.text import bm25
+from gradaudit.text.influence import influence
 
 FACTS = 40
 ENTITIES = [f"ent{i}" for i in range(FACTS)]
@@ -107,21 +107,37 @@ def _share(scores, where) -> tuple[int, float, float]:
     return hits, ci.low, ci.high
 
 
+def _beats(scores, other, where) -> float:
+    """Exact McNemar test, paired over facts: p-value that ``scores`` and ``other`` find the stating sequence
+    equally often, from the facts only one of them finds (1 when it is ``other`` that finds more)."""
+    first = torch.tensor([int(scores[i].argmax()) == where[i] for i in range(len(where))])
+    second = torch.tensor([int(other[i].argmax()) == where[i] for i in range(len(where))])
+    wins, losses = int((first & ~second).sum()), int((~first & second).sum())
+    return stats.binomtest(wins, wins + losses, alternative="greater").pvalue if wins > losses else 1.0
+
+
 @pytest.mark.slow
 def test_the_sequence_stating_a_fact_ranks_first_and_ekfac_beats_identity(trained, tokenizer):
+    """The README's fact-retrieval numbers (one model, one seed; the intervals are over facts). Measured with
+    torch 2.13 on CPU, one thread: EK-FAC 40/40 [0.91, 1.00], K-FAC 40/40, diagonal 25/40 [0.46, 0.77] (one
+    fact there is a near-tie, 0.3% of the scores' scale, so 24-26 is allowed), identity 14/40 [0.21, 0.52]."""
     model, texts, where = trained
     prompts, completions = _queries()
     with torch.no_grad():
         probability = torch.cat([log_probability(model(input_ids=_ids(tokenizer, p + c)), _completion(tokenizer, p, c))
                                  for p, c in zip(prompts, completions, strict=True)]).exp()
     assert probability.median() > 0.5                     # the model has learnt the facts it is asked about
-    ekfac = influence(model, tokenizer, texts, prompts, completions, strategy="ekfac").scores
-    identity = influence(model, tokenizer, texts, prompts, completions, strategy="identity").scores
-    hits, low, high = _share(ekfac, where)
-    hits_identity, _, _ = _share(identity, where)
-    # Measured: EK-FAC 40/40, 95% interval [0.91, 1.00]; identity 22/40, [0.39, 0.71] (kfac 40/40, diagonal 30/40).
-    assert low > 0.5, f"EK-FAC ranks the fact first for {hits}/{FACTS} facts, 95% interval [{low:.2f}, {high:.2f}]"
-    assert hits >= hits_identity
+    scores = {strategy: influence(model, tokenizer, texts, prompts, completions, strategy=strategy).scores
+              for strategy in ("ekfac", "kfac", "diagonal", "identity")}
+    found = {strategy: _share(s, where) for strategy, s in scores.items()}
+    hits = {strategy: f[0] for strategy, f in found.items()}
+    assert hits["ekfac"] == hits["kfac"] == FACTS and hits["identity"] == 14, found
+    assert abs(hits["diagonal"] - 25) <= 1, found
+    assert found["ekfac"][1] > 0.9 and found["identity"][2] < 0.55, found
+    assert _beats(scores["ekfac"], scores["identity"], where) < 0.05     # paired over facts, not a bare >=
+    assert _beats(scores["ekfac"], scores["diagonal"], where) < 0.05
+    assert _beats(scores["diagonal"], scores["identity"], where) < 0.05
+    ekfac = scores["ekfac"]
     assert ekfac.shape == (FACTS, len(texts)) and torch.isfinite(ekfac).all()
     assert (ekfac[torch.arange(FACTS), where] > 0).all()  # stating the fact makes it more likely
 
@@ -198,8 +214,7 @@ def test_ekfac_equals_kronfluence_language_model_task(trained, tokenizer, tmp_pa
     """kronfluence's EK-FAC on the Linear twin (it tracks Linear, not Conv1D), padded sequences with their
     attention mask, loss summed over tokens, measurement log p of the completion (kronfluence minimises its
     measurement: it is given minus that), empirical Fisher; float64 throughout."""
-    pytest.importorskip("einops", reason="kronfluence needs einops, opt_einsum, einconv and accelerate")
-    analyzer_module = pytest.importorskip("kronfluence.analyzer")
+    from kronfluence import analyzer as analyzer_module  # imports einops, opt_einsum, einconv and accelerate
     from kronfluence.arguments import FactorArguments, ScoreArguments
     from kronfluence.task import Task
 

@@ -8,13 +8,12 @@ no download. Each oracle is the hand computation of its docstring, on the same m
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers
 from helpers import assert_close_rel, assert_unchanged, snapshot
 from nets import resnet_like, small_cnn
 from torch import nn
 
 import gradaudit as ga
-
-transformers = pytest.importorskip("transformers")
 
 VIT = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
            intermediate_size=64, num_labels=3)

@@ -52,6 +52,15 @@ def _recipe(text: str | None) -> dict | None:
     return {key.strip(): _value(value.strip()) for key, _, value in pairs}
 
 
+def default_out(command: str, preset: str) -> str:
+    """The run folder of ``gradaudit COMMAND --preset PRESET`` without --out, one per preset so that no two
+    presets' runs meet: runs/PRESET for audit (runs/quick: the demo's), runs/COMMAND for another command's
+    quick preset (its demo's) and runs/COMMAND-PRESET for its other presets."""
+    if command == "audit":
+        return f"runs/{preset}"
+    return f"runs/{command}" if preset == "quick" else f"runs/{command}-{preset}"
+
+
 def _audit(args) -> int:
     from .jobs import audit, presets
 
@@ -65,7 +74,7 @@ def _audit(args) -> int:
         trust_pickle=args.trust_pickle or None, eps=args.eps, executor=args.executor, ray_address=args.ray_address,
         cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
     )
-    audit.print_summary(audit.run(settings, args.out))
+    audit.print_summary(audit.run(settings, args.out or default_out("audit", args.preset)))
     return 0
 
 
@@ -78,7 +87,7 @@ def _unlearn(args) -> int:
         scenarios=tuple(args.scenarios.split(",")) if args.scenarios else None,
         forget_fraction=args.forget_fraction, seed=args.seed,
     )
-    unlearn.print_summary(unlearn.run(settings, args.out))
+    unlearn.print_summary(unlearn.run(settings, args.out or default_out("unlearn", args.preset)))
     return 0
 
 
@@ -91,7 +100,7 @@ def _evaluate(args) -> int:
         metrics=tuple(args.metrics.split(",")) if args.metrics else None, images=args.images, layer=args.layer,
         samples=args.samples, steps=args.steps, recipe=_recipe(args.recipe), seed=args.seed,
     )
-    evaluate.print_summary(evaluate.run(settings, args.out))
+    evaluate.print_summary(evaluate.run(settings, args.out or default_out("evaluate", args.preset)))
     return 0
 
 
@@ -106,7 +115,7 @@ def _influence(args) -> int:
         ray_address=args.ray_address, cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
         seed=args.seed,
     )
-    influence.print_summary(influence.run(settings, args.out))
+    influence.print_summary(influence.run(settings, args.out or default_out("influence", args.preset)))
     return 0
 
 
@@ -203,8 +212,9 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--preset", default="quick",
                        help="quick (the demo: about 4 minutes on 2 idle CPU cores, up to 6 on a busy machine), "
                             "synthetic (the paper's synthetic test bed, about 1 minute), paper, tiny")
-    audit.add_argument("--out", default="runs/quick", help="run folder (results.sqlite, models/, report.html); a rerun "
-                                                          "resumes it, and is refused if its settings differ")
+    audit.add_argument("--out", help="run folder (results.sqlite, models/, report.html; default runs/PRESET: "
+                                     "runs/quick, runs/tiny, ...); a rerun resumes it, and is refused if its "
+                                     "settings differ")
     audit.add_argument("--methods", help=f"comma-separated, of: {', '.join(METHODS)}")
     audit.add_argument("--fractions", help="comma-separated DiffROAR levels k (fraction of pixels kept)")
     audit.add_argument("--repeats", type=int, help="retraining seeds per DiffROAR cell")
@@ -236,7 +246,9 @@ def parser() -> argparse.ArgumentParser:
                                                   "baselines, each scored against Retrain over seeds")
     unlearn.add_argument("--preset", default="quick",
                          help="quick (the bundled MNIST digits, 5 seeds: about 3.5 minutes on 2 CPU cores), tiny")
-    unlearn.add_argument("--out", default="runs/unlearn", help="run folder (results.sqlite, models/, report.html)")
+    unlearn.add_argument("--out", help="run folder (results.sqlite, models/, report.html; default runs/unlearn, "
+                                       "runs/unlearn-PRESET for another preset); a rerun resumes it, refused if its "
+                                       "settings differ")
     unlearn.add_argument("--data", help="the dataset as for audit --data (default: mnist, the 5,000 bundled digits)")
     unlearn.add_argument("--models", help="the trained model to unlearn from, NAME=package.module:factory@weights.pt "
                                           "(trained on the --data training split); default: train a small CNN "
@@ -253,8 +265,9 @@ def parser() -> argparse.ArgumentParser:
                                                     "(insertion, deletion, infidelity, ...) and audit the metrics")
     evaluate.add_argument("--preset", default="quick",
                           help="quick (BlockMNIST from the bundled digits, a small CNN trained here, 200 images), tiny")
-    evaluate.add_argument("--out", default="runs/evaluate", help="run folder (results.sqlite, models/, report.html); "
-                                                               "a rerun resumes it, refused if its settings differ")
+    evaluate.add_argument("--out", help="run folder (results.sqlite, models/, report.html; default runs/evaluate, "
+                                        "runs/evaluate-PRESET for another preset); a rerun resumes it, refused if "
+                                        "its settings differ")
     evaluate.add_argument("--data", help="the dataset as for audit --data (default: blockmnist); folder:DIR with a "
                                          "DIR/masks folder gives the localisation metrics their masks")
     evaluate.add_argument("--models", help="your trained models, NAME=package.module:factory@weights.pt[,NAME=...]; "
@@ -276,8 +289,9 @@ def parser() -> argparse.ArgumentParser:
                                                         "each prediction (EK-FAC influence), checked by retraining")
     attribution.add_argument("--preset", default="quick", help="quick (the bundled MNIST digits, a small CNN "
                                                                "trained here), tiny")
-    attribution.add_argument("--out", default="runs/influence", help="run folder (results.sqlite, factors/, "
-                                                                     "scores.pt, report.html); a rerun resumes it")
+    attribution.add_argument("--out", help="run folder (results.sqlite, factors/, scores.pt, report.html; default "
+                                           "runs/influence, runs/influence-PRESET for another preset); a rerun "
+                                           "resumes it, refused if its settings differ")
     attribution.add_argument("--data", help="the dataset as for audit --data (default: mnist, the bundled digits)")
     attribution.add_argument("--model", help="your trained classifier, package.module:factory@weights.pt (trained on "
                                              "the --data training split); default: train a small CNN here")

@@ -1,13 +1,15 @@
-"""Pieces every audit shares: naming methods, importance maps over a dataset, ranking, memo."""
+"""Pieces every audit shares: naming methods, importance maps over a dataset, ranking, keyed rows (memo)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..keys import fingerprint, key
 from ..maps import heatmap
 from ..methods import LayerMethod, Method
 from ..store import Store
@@ -39,7 +41,16 @@ def importance(method: Method, model: nn.Module, x: Tensor, y: Tensor | None, ba
         target = None if y is None else y[start:start + batch]
         m = heatmap(method(model, x[start:start + batch], target)).float()
         maps.append(m.abs() if absolute else m)
-    return torch.cat(maps)
+    return finite_maps(torch.cat(maps), method_name(method))
+
+
+def finite_maps(maps: Tensor, name: str) -> Tensor:
+    """``maps`` [N, ...] as they are, or a ValueError naming ``name`` and the first row holding a NaN or infinity."""
+    bad = ~torch.isfinite(maps.flatten(1)).all(1)
+    if bad.any():
+        raise ValueError(f"{name} gave a non-finite attribution for image {int(bad.nonzero()[0])} "
+                         f"({int(bad.sum())} of {len(maps)} images); nothing was stored")
+    return maps
 
 
 def rank_pixels(scores: Tensor, seed: int = 0) -> Tensor:
@@ -87,13 +98,66 @@ def spearman(a: Tensor, b: Tensor) -> Tensor:
     return pearson(average_ranks(a), average_ranks(b))
 
 
-def memo(store: Store | None, audit: str, settings: dict, compute: Callable[[], dict]) -> dict:
-    """The stored row for ``settings`` or, if absent, ``compute()`` stored at once."""
+HOW = frozenset({"store", "progress", "executor", "methods"})
+"""Arguments that say how an audit runs or what it iterates over, not what a unit's numbers are."""
+
+
+def call_arguments(arguments: dict, units: tuple[str, ...] = ()) -> dict:
+    """The part of an audit call that keys its rows: ``arguments`` is the audit's ``locals()`` taken as its
+    first statement (so every argument, defaults included, is there), less ``HOW`` and ``units`` (arguments
+    that enumerate the units, each of which keys its own value), each fingerprinted once (``keys.fingerprint``:
+    data and tensors by content, the model by its weights, callables by name and code)."""
+    return {k: fingerprint(v, k) for k, v in arguments.items() if k not in HOW and k not in units}
+
+
+def first_non_finite(value, where: str = "") -> str | None:
+    """Where the first NaN (or infinity, outside an interval's ``_low``/``_high`` bound) in a row sits, or None."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = first_non_finite(v, f"{where}.{k}" if where else str(k))
+            if found:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            found = first_non_finite(v, f"{where}[{i}]")
+            if found:
+                return found
+    elif isinstance(value, float) and (math.isnan(value) or (math.isinf(value)
+                                                             and not where.endswith(("_low", "_high")))):
+        return f"{where} = {value}"
+    return None
+
+
+def stored(store: Store | None, audit: str, label: dict, arguments: dict) -> dict | None:
+    """The row ``memo`` would serve for this unit, or None when ``store`` holds none (or is None)."""
+    return None if store is None else store.get(audit, key(audit, {"label": label, **arguments}))
+
+
+def memo(store: Store | None, audit: str, label: dict, arguments: dict, compute: Callable[[], dict]) -> dict:
+    """The stored row of one unit of ``audit``, or ``compute()`` stored at once. The row's key is derived
+    from ``label`` (readable fields kept in the row: model name, method name, fraction) and ``arguments``
+    (everything else that can change its numbers: ``call_arguments`` and the unit's own method, seed, ...).
+    A computed row holding a NaN (or an infinite value) is neither stored nor returned: a ValueError
+    names the unit and the first bad entry."""
+    found = stored(store, audit, label, arguments)
+    if found is not None:
+        return found
+    row = {**label, **compute()}
+    bad = first_non_finite(row)
+    if bad is not None:
+        raise ValueError(f"{audit} for {', '.join(f'{k} {v}' for k, v in label.items())} gave a non-finite number "
+                         f"({bad}); it is not stored")
     if store is not None:
-        found = store.get(audit, settings)
-        if found is not None:
-            return found
-    row = {**settings, **compute()}
-    if store is not None:
-        store.put(audit, settings, row)
+        store.put(audit, key(audit, {"label": label, **arguments}), row)
     return row
+
+
+def per_method(store: Store | None, audit: str, methods, call: dict, label: dict,
+               compute: Callable[[object, str], dict]) -> list[dict]:
+    """The rows of an audit with one unit per method: ``memo`` of ``compute(method, name)`` under ``label``
+    plus the method's name, keyed by ``call`` (``call_arguments``) and the method's full configuration
+    (precomputed maps by content)."""
+    return [memo(store, audit, {"model": label.get("model"), "method": name} | label,
+                 {"call": call, "method": fingerprint(method, name)},
+                 lambda method=method, name=name: compute(method, name))
+            for name, method in named_methods(methods).items()]

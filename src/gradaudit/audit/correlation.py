@@ -23,7 +23,7 @@ from ..engine import auto_rows, prepared, sample_scores
 from ..engine.target import Classes
 from ..maps import heatmap
 from ..store import Store
-from .common import memo, named_methods, pearson
+from .common import call_arguments, pearson, per_method
 from .metrics import DEFAULT_STEPS, causal_curves, explained_maps, image_data
 from .results import AuditResult
 from .stability import explained_classes
@@ -94,6 +94,7 @@ def faithfulness_correlation(methods, model: nn.Module, data, *, subset: int | N
     Rows, one per method: ``faithfulness_correlation`` (mean with its 95% interval over images),
     ``faithfulness_correlation_each`` (per image) and ``images``.
     """
+    call = call_arguments(locals())
     data, x = image_data(data, limit)
     pixels = x.shape[2] * x.shape[3]
     size = math.ceil(pixels / SUBSET_SHARE) if subset is None else subset
@@ -106,17 +107,15 @@ def faithfulness_correlation(methods, model: nn.Module, data, *, subset: int | N
         raise ValueError(f"baseline must be a number (the value removed pixels take); got {baseline!r}")
     classes = explained_classes(model, data, x)
     subsets = random_subsets(len(x), pixels, size, samples, seed)
-    rows = []
-    for name, method in named_methods(methods).items():
-        def compute(method=method):
-            maps = explained_maps(method, model, x, classes, _signed)
-            values = correlation_scores(model, x, maps, classes, subsets, float(baseline))
-            return {**mean_interval(values).as_row("faithfulness_correlation"),
-                    "faithfulness_correlation_each": values.tolist(), "images": len(x)}
 
-        settings = {"model": model_name, "method": name, "subset": size, "samples": samples,
-                    "baseline": baseline, "seed": seed}
-        rows.append(memo(store, "faithfulness_correlation", settings, compute))
+    def compute(method, name):
+        maps = explained_maps(method, model, x, classes, _signed, name)
+        values = correlation_scores(model, x, maps, classes, subsets, float(baseline))
+        return {**mean_interval(values).as_row("faithfulness_correlation"),
+                "faithfulness_correlation_each": values.tolist(), "images": len(x)}
+
+    label = {"model": model_name, "subset": size, "samples": samples, "baseline": baseline, "seed": seed}
+    rows = per_method(store, "faithfulness_correlation", methods, call, label, compute)
     return AuditResult("faithfulness_correlation", rows)
 
 
@@ -152,6 +151,7 @@ def monotonicity(methods, model: nn.Module, data, *, step: int | None = None, ba
     fall, per image, mean with its interval: a graded view of the same curves), ``rising_steps_each`` and
     ``images``.
     """
+    call = call_arguments(locals())
     data, x = image_data(data, limit)
     pixels = x.shape[2] * x.shape[3]
     step = math.ceil(pixels / DEFAULT_STEPS) if step is None else step
@@ -162,16 +162,14 @@ def monotonicity(methods, model: nn.Module, data, *, step: int | None = None, ba
         raise ValueError(f"baseline must be a number (the value of the image pixels are inserted into); "
                          f"got {baseline!r}")
     classes = explained_classes(model, data, x)
-    rows = []
-    for name, method in named_methods(methods).items():
-        def compute(method=method):
-            maps = explained_maps(method, model, x, classes, _absolute)
-            rising = insertion_probabilities(model, x, maps, classes, step, float(baseline), seed).diff(dim=1) >= 0
-            monotonic = rising.all(1).double()
-            return {**mean_interval(monotonic).as_row("monotonicity"), "monotonicity_each": monotonic.tolist(),
-                    **mean_interval(rising.double().mean(1)).as_row("rising_steps"),
-                    "rising_steps_each": rising.double().mean(1).tolist(), "images": len(x)}
 
-        settings = {"model": model_name, "method": name, "step": step, "baseline": baseline, "seed": seed}
-        rows.append(memo(store, "monotonicity", settings, compute))
-    return AuditResult("monotonicity", rows)
+    def compute(method, name):
+        maps = explained_maps(method, model, x, classes, _absolute, name)
+        rising = insertion_probabilities(model, x, maps, classes, step, float(baseline), seed).diff(dim=1) >= 0
+        monotonic = rising.all(1).double()
+        return {**mean_interval(monotonic).as_row("monotonicity"), "monotonicity_each": monotonic.tolist(),
+                **mean_interval(rising.double().mean(1)).as_row("rising_steps"),
+                "rising_steps_each": rising.double().mean(1).tolist(), "images": len(x)}
+
+    label = {"model": model_name, "step": step, "baseline": baseline, "seed": seed}
+    return AuditResult("monotonicity", per_method(store, "monotonicity", methods, call, label, compute))

@@ -22,8 +22,9 @@ from ..engine import as_target, prepared, sample_scores
 from ..engine.backprop import predicted_classes
 from ..engine.chunks import auto_rows, chunk_rows
 from ..engine.noise import GaussianNoise, uniform
+from ..keys import fingerprint
 from ..store import Store
-from .common import memo, named_methods
+from .common import call_arguments, memo, named_methods
 from .results import AuditResult
 from .stats import Interval, mean_interval
 
@@ -86,6 +87,7 @@ def local_faithfulness(methods, model: nn.Module, data, *, neighbourhoods=DEFAUL
     the first ``limit`` examples of ``data`` (``.x`` tensor or a tensor), with its interval over them
     and each example's value (``unexplained_each``, for paired comparisons: ``recommendation``).
     Rows carry ``best``: the lowest mean of each neighbourhood (ties within 1e-9)."""
+    call = call_arguments(locals(), units=("neighbourhoods",))
     x = as_examples(data, labels=False).x[:limit]
     hoods = [Neighbourhood(n, seed) for n in neighbourhoods]
     methods = named_methods(methods)
@@ -123,7 +125,9 @@ def local_faithfulness(methods, model: nn.Module, data, *, neighbourhoods=DEFAUL
                             "examples": len(x), "samples": samples}
 
                 rows.append(memo(store, "local_faithfulness",
-                                 {"model": model_name, "method": name, "neighbourhood": hood.name}, compute))
+                                 {"model": model_name, "method": name, "neighbourhood": hood.name},
+                                 {"call": call, "method": fingerprint(method, name), "hood": fingerprint(hood)},
+                                 compute))
     for hood in hoods:
         scores = [r["unexplained"] for r in rows if r["neighbourhood"] == hood.name]
         for r in rows:

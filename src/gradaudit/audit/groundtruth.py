@@ -14,7 +14,7 @@ from ..data.inputs import as_examples
 from ..engine.target import Contrast
 from ..methods import Saliency
 from ..store import Store
-from .common import importance, memo, named_methods
+from .common import call_arguments, importance, per_method
 from .results import AuditResult
 from .stats import mean_interval
 
@@ -27,24 +27,24 @@ def signal_mass(methods, model: nn.Module, data, *, top: float = 0.1, limit: int
 
     A map that ignores the signal scores the block's area share (0.5 for BlockMNIST).
     """
+    call = call_arguments(locals())
     data = as_examples(data)
     if not hasattr(data, "signal_mask"):
         raise TypeError("signal_mass needs data with a .signal_mask (ground truth [N, 1, H, W]), such as "
                         "data.blockmnist(...); plain (x, y) data has none")
     x, y, mask = data.x[:limit], data.y[:limit], data.signal_mask[:limit, 0]
-    rows = []
-    for name, method in named_methods(methods).items():
-        def compute(method=method, name=name):
-            maps = importance(method, model, x, y, desc=f"signal mass {name}")
-            mass = (maps * mask).sum((1, 2)) / maps.sum((1, 2)).clamp(min=1e-12)
-            count = max(1, int(round(top * maps[0].numel())))
-            top_pixels = maps.flatten(1).topk(count, dim=1).indices
-            inside = mask.flatten(1).gather(1, top_pixels).float().mean(1)
-            return {**mean_interval(mass).as_row("signal_mass"), "signal_mass_std": mass.std().item(),
-                    **mean_interval(inside).as_row("top_in_signal"), "images": len(x)}
 
-        rows.append(memo(store, "signal_mass", {"model": model_name, "method": name, "top": top}, compute))
-    return AuditResult("signal_mass", rows)
+    def compute(method, name):
+        maps = importance(method, model, x, y, desc=f"signal mass {name}")
+        mass = (maps * mask).sum((1, 2)) / maps.sum((1, 2)).clamp(min=1e-12)
+        count = max(1, int(round(top * maps[0].numel())))
+        top_pixels = maps.flatten(1).topk(count, dim=1).indices
+        inside = mask.flatten(1).gather(1, top_pixels).float().mean(1)
+        return {**mean_interval(mass).as_row("signal_mass"), "signal_mass_std": mass.std().item(),
+                **mean_interval(inside).as_row("top_in_signal"), "images": len(x)}
+
+    label = {"model": model_name, "top": top}
+    return AuditResult("signal_mass", per_method(store, "signal_mass", methods, call, label, compute))
 
 
 def margin(y: torch.Tensor) -> Contrast:
@@ -68,23 +68,23 @@ def signal_coordinate(methods=None, model: nn.Module = None, data=None, *, limit
     once a standard net's loss reaches 0. Ties count against the method: argmax/argmin take
     the first of equal values, and a zero gradient puts coordinate 0 on top and on the bottom.
     """
+    call = call_arguments(locals())
     methods = {"Gradient": Saliency(abs=False)} if methods is None else methods
     data = as_examples(data)
     if not hasattr(data, "signal"):
         raise TypeError("signal_coordinate needs data with a .signal (each example's signal coordinate), such as "
                         "data.signal_coordinates(...)")
     x, y, signal = data.x[:limit], data.y[:limit], data.signal[:limit]
-    rows = []
-    for name, method in named_methods(methods).items():
-        def compute(method=method):
-            attribution = method(model, x, margin(y)).detach().flatten(1).double()
-            size = attribution.abs()
-            top = (size.argmax(1) == signal).double()
-            bottom = (size.argmin(1) == signal).double()
-            cos = torch.nn.functional.cosine_similarity(x.flatten(1).double(), attribution, dim=1).abs()
-            return {**mean_interval(top).as_row("p_top"), **mean_interval(bottom).as_row("p_bottom"),
-                    **mean_interval(top - bottom).as_row("quality"), **mean_interval(cos).as_row("abs_cos"),
-                    "examples": len(x)}
 
-        rows.append(memo(store, "signal_coordinate", {"model": model_name, "method": name}, compute))
-    return AuditResult("signal_coordinate", rows)
+    def compute(method, name):
+        attribution = method(model, x, margin(y)).detach().flatten(1).double()
+        size = attribution.abs()
+        top = (size.argmax(1) == signal).double()
+        bottom = (size.argmin(1) == signal).double()
+        cos = torch.nn.functional.cosine_similarity(x.flatten(1).double(), attribution, dim=1).abs()
+        return {**mean_interval(top).as_row("p_top"), **mean_interval(bottom).as_row("p_bottom"),
+                **mean_interval(top - bottom).as_row("quality"), **mean_interval(cos).as_row("abs_cos"),
+                "examples": len(x)}
+
+    label = {"model": model_name}
+    return AuditResult("signal_coordinate", per_method(store, "signal_coordinate", methods, call, label, compute))

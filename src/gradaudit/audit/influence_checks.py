@@ -33,10 +33,11 @@ from torch import Tensor, nn
 
 from .. import influence, train
 from ..data.inputs import as_examples
+from ..keys import fingerprint
 from ..store import Store
 from ..train import Recipe
 from ..units import LocalExecutor, Unit
-from .common import memo, pearson, spearman
+from .common import call_arguments, memo, pearson, spearman, stored
 from .results import AuditResult
 from .stats import LEVEL, Interval, mean_interval
 
@@ -187,6 +188,8 @@ def loo_correlation(train_data, queries, strategies=("exact", "ekfac"), *, l2: f
     change on score / N; 1 = the right scale), each a mean over queries with its interval and ``<column>_each``
     per query; ``max_gradient_norm`` says how far from converged the retrained models stopped.
     """
+    call = call_arguments(locals(), units=("strategies",))
+    retraining = {k: v for k, v in call.items() if k != "fisher"}
     if isinstance(l2, bool) or not isinstance(l2, numbers.Real) or not l2 > 0:
         raise ValueError(f"l2 must be a number > 0 (the penalty and the damping), got {l2!r}")
     found, asked = as_examples(train_data, "train"), as_examples(queries, "queries")
@@ -197,7 +200,7 @@ def loo_correlation(train_data, queries, strategies=("exact", "ekfac"), *, l2: f
     if xq.shape[1] != x.shape[1]:
         raise ValueError(f"queries have {xq.shape[1]} features per example; the training examples {x.shape[1]}")
     classes = int(max(y.max(), asked.y.max())) + 1
-    key = {"model": model_name, "l2": float(l2), "removals": removals, "seed": seed}
+    label = {"model": model_name, "l2": float(l2), "removals": removals, "seed": seed}
 
     def retrain() -> dict:
         theta, norm = logistic_regression(x, y, classes, l2)
@@ -218,7 +221,7 @@ def loo_correlation(train_data, queries, strategies=("exact", "ekfac"), *, l2: f
     for name, value in named.items():
         def compute(value=value):
             nonlocal fitted
-            fitted = fitted or memo(store, "loo_retraining", key, retrain)
+            fitted = fitted or memo(store, "loo_retraining", label, {"call": retraining}, retrain)
             theta = torch.tensor(fitted["theta"], dtype=torch.float64)
             model = _linear(theta)
             data, asked_d = (found.x.double(), y), (asked.x.double(), asked.y)
@@ -229,7 +232,8 @@ def loo_correlation(train_data, queries, strategies=("exact", "ekfac"), *, l2: f
             return {**_correlations(predicted, actual), "max_gradient_norm": fitted["max_gradient_norm"],
                     "train_examples": len(x)}
 
-        rows.append(memo(store, "loo_correlation", {**key, "method": name}, compute))
+        rows.append(memo(store, "loo_correlation", {**label, "method": name},
+                         {"call": call, "method": fingerprint(value, name)}, compute))
     return AuditResult("loo_correlation", rows)
 
 
@@ -274,22 +278,26 @@ def lds(model: nn.Module, train_data, queries, strategies=("ekfac",), *, model_f
     Rows: one per strategy: ``lds`` (mean over queries of the Spearman correlation over subsets between
     sum_{m not in S_j} score / N and the loss of the models retrained on S_j) with its interval, ``lds_each``.
     """
+    call = call_arguments(locals(), units=("strategies",))
+    # A subset's retrained losses depend on neither the explained model, its scores' settings, nor the count.
+    retraining = {k: v for k, v in call.items() if k not in ("model", "damping", "fisher", "subsets_count")}
     recipe = Recipe.of(recipe, **settings)
     subsets_count = _check_int("subsets_count", subsets_count, 3)
     repeats = _check_int("repeats", repeats, 1)
     alpha = _check_share("alpha", alpha)
     found, asked = as_examples(train_data, "train"), as_examples(queries, "queries")
     named = _names(strategies)
-    key = {"model": model_name, "alpha": alpha, "subsets": subsets_count, "repeats": repeats, "seed": seed}
-    rows = {name: store.get("lds", {**key, "method": name}) if store is not None else None for name in named}
+    label = {"model": model_name, "alpha": alpha, "subsets": subsets_count, "repeats": repeats, "seed": seed}
+    arguments = {name: {"call": call, "method": fingerprint(value, name)} for name, value in named.items()}
+    rows = {name: stored(store, "lds", {**label, "method": name}, arguments[name]) for name in named}
     if all(rows.values()):
         return AuditResult("lds", list(rows.values()))
     chosen = subsets(len(found), alpha, subsets_count, seed)
     losses: dict[int, list[float]] = {}
     for j in range(subsets_count):
-        stored = store.get("lds_retraining", {**key, "subset": j}) if store is not None else None
-        if stored is not None:
-            losses[j] = stored["losses"]
+        found_losses = stored(store, "lds_retraining", {**label, "subset": j}, {"call": retraining})
+        if found_losses is not None:
+            losses[j] = found_losses["losses"]
     todo = [(j, chosen[j]) for j in range(subsets_count) if j not in losses]
     if todo:
         executor = executor or LocalExecutor()
@@ -302,7 +310,8 @@ def lds(model: nn.Module, train_data, queries, strategies=("ekfac",), *, model_f
 
         def write(unit: Unit, result: dict) -> None:
             for j, values in result.items():
-                row = memo(store, "lds_retraining", {**key, "subset": j}, lambda v=values: {"losses": v})
+                row = memo(store, "lds_retraining", {**label, "subset": j}, {"call": retraining},
+                           lambda v=values: {"losses": v})
                 losses[j] = row["losses"]
 
         executor.run(units, write)
@@ -319,7 +328,7 @@ def lds(model: nn.Module, train_data, queries, strategies=("ekfac",), *, model_f
             return {**mean_interval(values).as_row("lds"), "lds_each": values.tolist(), "queries": len(values),
                     "train_examples": len(found)}
 
-        rows[name] = memo(store, "lds", {**key, "method": name}, compute)
+        rows[name] = memo(store, "lds", {**label, "method": name}, arguments[name], compute)
     return AuditResult("lds", list(rows.values()))
 
 
@@ -348,6 +357,7 @@ def mislabel_detection(train_data, strategies=("ekfac",), *, model_fn: Callable[
     examples, ``found_10_each`` (1 per flipped example found), ``random_rate_10``; ``flipped``; ``accuracy``
     (the model's accuracy on the labels it was trained on).
     """
+    call = call_arguments(locals(), units=("strategies", "seeds"))
     recipe = Recipe.of(recipe, **settings)
     fraction = _check_share("fraction", fraction)
     shares = tuple(_check_share("shares", s) for s in shares)
@@ -358,7 +368,7 @@ def mislabel_detection(train_data, strategies=("ekfac",), *, model_fn: Callable[
         raise ValueError("mislabel_detection retrains its own models: strategies must be names, not scores")
     rows = []
     for seed in seeds:
-        key = {"model": model_name, "fraction": fraction, "seed": seed}
+        label = {"model": model_name, "fraction": fraction, "seed": seed}
         trained = None
         for name, value in named.items():
             def compute(value=value, seed=seed):
@@ -382,7 +392,8 @@ def mislabel_detection(train_data, strategies=("ekfac",), *, model_fn: Callable[
                             f"{column}_each": hit.tolist(), f"random_rate_{round(100 * share)}": len(top) / len(found)}
                 return row
 
-            rows.append(memo(store, "mislabel_detection", {**key, "method": name}, compute))
+            rows.append(memo(store, "mislabel_detection", {**label, "method": name},
+                             {"call": call, "method": fingerprint(value, name)}, compute))
     return AuditResult("mislabel_detection", rows)
 
 

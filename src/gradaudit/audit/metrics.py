@@ -29,7 +29,7 @@ from ..engine.backprop import predicted_classes
 from ..engine.target import Classes, Target
 from ..maps import heatmap, resize
 from ..store import Store
-from .common import memo, named_methods, rank_pixels
+from .common import call_arguments, finite_maps, per_method, rank_pixels
 from .results import AuditResult
 from .stats import mean_interval
 
@@ -38,10 +38,11 @@ BLUR_SIZE, BLUR_SIGMA = 11, 5.0
 
 
 def explained_maps(value, model: nn.Module, x: Tensor, classes: Tensor, pool: Callable[[Tensor], Tensor],
-                   batch: int = 200) -> Tensor:
+                   name: str, batch: int = 200) -> Tensor:
     """Maps [N, H, W] (float32, the images' size) for the images ``x`` [N, C, H, W]: ``value`` is a
     method, run for ``classes`` [N] in batches of ``batch`` and pooled over channels by ``pool``
-    ([B, C, H, W] or a layer's [B, h, w] -> [B, h, w]), or precomputed maps [>= N, h, w] taken as given."""
+    ([B, C, H, W] or a layer's [B, h, w] -> [B, h, w]), or precomputed maps [>= N, h, w] taken as given.
+    A non-finite value is a ValueError naming ``name`` (the method) and the first image holding one."""
     if isinstance(value, Tensor):
         if value.ndim != 3 or len(value) < len(x):
             raise ValueError(f"precomputed maps must have shape [N, H, W] with N >= {len(x)} (one per image); "
@@ -50,7 +51,7 @@ def explained_maps(value, model: nn.Module, x: Tensor, classes: Tensor, pool: Ca
     else:
         maps = torch.cat([pool(value(model, x[s:s + batch], classes[s:s + batch]).detach()).float()
                           for s in range(0, len(x), batch)])
-    return resize(maps, x.shape[-2:])
+    return resize(finite_maps(maps, name), x.shape[-2:])
 
 
 def _absolute(attribution: Tensor) -> Tensor:
@@ -148,6 +149,7 @@ def insertion_deletion(methods, model: nn.Module, data, *, step: int | None = No
     image), and the mean curves ``insertion_curve``, ``deletion_curve`` against ``fractions`` (share of
     pixels moved).
     """
+    call = call_arguments(locals())
     data, x = image_data(data, limit)
     pixels = x.shape[2] * x.shape[3]
     step = math.ceil(pixels / DEFAULT_STEPS) if step is None else int(step)
@@ -162,25 +164,22 @@ def insertion_deletion(methods, model: nn.Module, data, *, step: int | None = No
     with prepared(model):
         classes = predicted_classes(model, x, auto_rows(model, x[:1], gradients=False))
     fractions = [min(k * step, pixels) / pixels for k in range(math.ceil(pixels / step) + 1)]
-    rows = []
-    for name, method in named_methods(methods).items():
-        def compute(method=method):
-            maps = explained_maps(method, model, x, classes, _absolute)
-            curves = {mode: causal_curves(model, x, maps, classes, start, finish, step, probability, seed).double()
-                      for mode, start, finish in (("insertion", blurred, x), ("deletion", x, torch.zeros_like(x)))}
-            areas = {mode: auc(curve) for mode, curve in curves.items()}
-            return {**mean_interval(areas["insertion"]).as_row("insertion"),
-                    **mean_interval(areas["deletion"]).as_row("deletion"),
-                    "insertion_each": areas["insertion"].tolist(), "deletion_each": areas["deletion"].tolist(),
-                    **mean_interval(areas["insertion"] - areas["deletion"]).as_row("difference"),
-                    "insertion_curve": curves["insertion"].mean(0).tolist(),
-                    "deletion_curve": curves["deletion"].mean(0).tolist(), "fractions": fractions,
-                    "images": len(x)}
 
-        settings = {"model": model_name, "method": name, "step": step, "substrate": substrate,
-                    "probability": probability, "seed": seed}
-        rows.append(memo(store, "insertion_deletion", settings, compute))
-    return AuditResult("insertion_deletion", rows)
+    def compute(method, name):
+        maps = explained_maps(method, model, x, classes, _absolute, name)
+        curves = {mode: causal_curves(model, x, maps, classes, start, finish, step, probability, seed).double()
+                  for mode, start, finish in (("insertion", blurred, x), ("deletion", x, torch.zeros_like(x)))}
+        areas = {mode: auc(curve) for mode, curve in curves.items()}
+        return {**mean_interval(areas["insertion"]).as_row("insertion"),
+                **mean_interval(areas["deletion"]).as_row("deletion"),
+                "insertion_each": areas["insertion"].tolist(), "deletion_each": areas["deletion"].tolist(),
+                **mean_interval(areas["insertion"] - areas["deletion"]).as_row("difference"),
+                "insertion_curve": curves["insertion"].mean(0).tolist(),
+                "deletion_curve": curves["deletion"].mean(0).tolist(), "fractions": fractions,
+                "images": len(x)}
+
+    label = {"model": model_name, "step": step, "substrate": substrate, "probability": probability, "seed": seed}
+    return AuditResult("insertion_deletion", per_method(store, "insertion_deletion", methods, call, label, compute))
 
 
 def _masks(data, x: Tensor, masks, audit: str) -> Tensor:
@@ -233,20 +232,19 @@ def pointing_game(methods, model: nn.Module, data, *, masks: Tensor | None = Non
     misses)), ``class_accuracy`` (the class as a string -> its accuracy) and ``hit_rate`` (the share of images hit,
     with its 95% interval over images).
     """
+    call = call_arguments(locals())
     data, x = image_data(data, limit)
     masks = _masks(data, x, masks, "pointing_game")
     labels = _labels(data, x, "pointing_game")
-    rows = []
-    for name, method in named_methods(methods).items():
-        def compute(method=method):
-            hits = pointing_hits(explained_maps(method, model, x, labels, _absolute), masks, tolerance).double()
-            per_class = {str(int(c)): hits[labels == c].mean().item() for c in labels.unique()}
-            return {"accuracy": sum(per_class.values()) / len(per_class), "class_accuracy": per_class,
-                    **mean_interval(hits).as_row("hit_rate"), "hit_rate_each": hits.tolist(), "images": len(x)}
 
-        settings = {"model": model_name, "method": name, "tolerance": tolerance}
-        rows.append(memo(store, "pointing_game", settings, compute))
-    return AuditResult("pointing_game", rows)
+    def compute(method, name):
+        hits = pointing_hits(explained_maps(method, model, x, labels, _absolute, name), masks, tolerance).double()
+        per_class = {str(int(c)): hits[labels == c].mean().item() for c in labels.unique()}
+        return {"accuracy": sum(per_class.values()) / len(per_class), "class_accuracy": per_class,
+                **mean_interval(hits).as_row("hit_rate"), "hit_rate_each": hits.tolist(), "images": len(x)}
+
+    label = {"model": model_name, "tolerance": tolerance}
+    return AuditResult("pointing_game", per_method(store, "pointing_game", methods, call, label, compute))
 
 
 POOLS = {"positive": _positive, "absolute": _absolute}
@@ -269,23 +267,20 @@ def rank_in_mask(relevance: Tensor, masks: Tensor, seed: int = 0) -> Tensor:
     return (top & masks.flatten(1)).sum(1) / size.clamp(min=1)
 
 
-def _relevance_audit(audit: str, score, methods, model, data, masks, pool, limit, seed, model_name, store):
+def _relevance_audit(audit: str, score, call, methods, model, data, masks, pool, limit, seed, model_name, store):
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {', '.join(POOLS)}; got {pool!r}")
     data, x = image_data(data, limit)
     masks = _masks(data, x, masks, audit)
     labels = _labels(data, x, audit)
-    rows = []
-    for name, method in named_methods(methods).items():
-        def compute(method=method):
-            relevance = explained_maps(method, model, x, labels, POOLS[pool])
-            relevance = relevance.clamp(min=0) if pool == "positive" else relevance.abs()
-            values = score(relevance, masks, seed).double()
-            return {**mean_interval(values).as_row(audit), f"{audit}_each": values.tolist(), "images": len(x)}
 
-        settings = {"model": model_name, "method": name, "pool": pool, "seed": seed}
-        rows.append(memo(store, audit, settings, compute))
-    return rows
+    def compute(method, name):
+        relevance = explained_maps(method, model, x, labels, POOLS[pool], name)
+        relevance = relevance.clamp(min=0) if pool == "positive" else relevance.abs()
+        values = score(relevance, masks, seed).double()
+        return {**mean_interval(values).as_row(audit), f"{audit}_each": values.tolist(), "images": len(x)}
+
+    return per_method(store, audit, methods, call, {"model": model_name, "pool": pool, "seed": seed}, compute)
 
 
 def relevance_mass(methods, model: nn.Module, data, *, masks: Tensor | None = None, pool: str = "positive",
@@ -297,8 +292,8 @@ def relevance_mass(methods, model: nn.Module, data, *, masks: Tensor | None = No
     the positive relevance (CLEVR-XAI's default), ``"absolute"`` sums |relevance|; precomputed maps are
     clipped at 0 (positive) or taken as |map|. Row per method: ``relevance_mass`` with its 95%
     interval over images (1: all relevance inside; a map blind to the mask scores the mask's area share)."""
-    rows = _relevance_audit("relevance_mass", lambda r, m, _: mass_in_mask(r, m), methods, model, data, masks,
-                            pool, limit, seed, model_name, store)
+    rows = _relevance_audit("relevance_mass", lambda r, m, _: mass_in_mask(r, m), call_arguments(locals()), methods,
+                            model, data, masks, pool, limit, seed, model_name, store)
     return AuditResult("relevance_mass", rows)
 
 
@@ -309,8 +304,8 @@ def relevance_rank(methods, model: nn.Module, data, *, masks: Tensor | None = No
     lie inside its mask, K = the mask's size; pooling and masks as ``relevance_mass``. Ties fall in a
     seeded random order (``seed``), so a flat map scores the mask's area share on average, not a
     top-left-corner artefact. Row per method: ``relevance_rank`` with its 95% interval over images."""
-    rows = _relevance_audit("relevance_rank", rank_in_mask, methods, model, data, masks, pool, limit, seed,
-                            model_name, store)
+    rows = _relevance_audit("relevance_rank", rank_in_mask, call_arguments(locals()), methods, model, data, masks,
+                            pool, limit, seed, model_name, store)
     return AuditResult("relevance_rank", rows)
 
 
@@ -398,8 +393,9 @@ def infidelity(methods, model: nn.Module, data, *, perturbation="square", sample
     Attributions are the method's own, of the input's shape; precomputed values may be [N, C, H, W] or
     [N, H, W] (one value per pixel, applied to every channel). Layer methods have no attribution per
     input element and are refused. Row per method: ``infidelity`` with its 95% interval over images. A
-    callable perturbation is stored under its qualified name: give distinct perturbations distinct names.
+    callable perturbation is keyed by its qualified name, bytecode and closure.
     """
+    call = call_arguments(locals())
     data, x = image_data(data, limit)
     if samples < 1:
         raise ValueError(f"samples must be a positive number; got {samples}")
@@ -413,23 +409,21 @@ def infidelity(methods, model: nn.Module, data, *, perturbation="square", sample
                          f"got {perturbation!r}")
     with prepared(model):
         classes = predicted_classes(model, x, auto_rows(model, x[:1], gradients=False))
-    rows = []
-    for name, method in named_methods(methods).items():
-        def compute(method=method, name=name):
-            if isinstance(method, Tensor):
-                attributions = method[:len(x)].detach().to(x.device, x.dtype)
-                attributions = attributions[:, None] if attributions.ndim == 3 else attributions
-            else:
-                attributions = torch.cat([method(model, x[s:s + 200], classes[s:s + 200]).detach()
-                                          for s in range(0, len(x), 200)])
-            if attributions.ndim != 4 or len(attributions) != len(x) or attributions.shape[2:] != x.shape[2:]:
-                raise ValueError(f"infidelity needs attributions of the input's shape {list(x.shape)} (or "
-                                 f"[N, H, W]); {name} gives {list(attributions.shape)}")
-            values = infidelity_scores(model, x, attributions.expand_as(x), classes, perturb, samples, normalize)
-            return {**mean_interval(values).as_row("infidelity"), "infidelity_each": values.tolist(),
-                    "images": len(x)}
 
-        settings = {"model": model_name, "method": name, "perturbation": described, "samples": samples,
-                    "normalize": normalize, "binary": binary, "seed": seed}
-        rows.append(memo(store, "infidelity", settings, compute))
-    return AuditResult("infidelity", rows)
+    def compute(method, name):
+        if isinstance(method, Tensor):
+            attributions = method[:len(x)].detach().to(x.device, x.dtype)
+            attributions = attributions[:, None] if attributions.ndim == 3 else attributions
+        else:
+            attributions = torch.cat([method(model, x[s:s + 200], classes[s:s + 200]).detach()
+                                      for s in range(0, len(x), 200)])
+        if attributions.ndim != 4 or len(attributions) != len(x) or attributions.shape[2:] != x.shape[2:]:
+            raise ValueError(f"infidelity needs attributions of the input's shape {list(x.shape)} (or "
+                             f"[N, H, W]); {name} gives {list(attributions.shape)}")
+        values = infidelity_scores(model, x, finite_maps(attributions, name).expand_as(x), classes, perturb, samples,
+                                   normalize)
+        return {**mean_interval(values).as_row("infidelity"), "infidelity_each": values.tolist(), "images": len(x)}
+
+    label = {"model": model_name, "perturbation": described, "samples": samples, "normalize": normalize,
+             "binary": binary, "seed": seed}
+    return AuditResult("infidelity", per_method(store, "infidelity", methods, call, label, compute))

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from ..data.inputs import as_examples
 from ..engine import observe, prepared, resolve_layer
 from ..store import Store
+from .common import call_arguments, memo
 from .results import AuditResult
 
 
@@ -60,15 +61,26 @@ def activation_profiles(model: nn.Module, data, layer, *, limit: int | None = No
     data: any dataset (see ``data.as_examples``) with labels: class indices [N] or, for a
         multilabel model, multi-hot labels [N, K]. limit: the first ``limit`` examples.
     """
+    call = call_arguments(locals())
     examples = as_examples(data, "data")
     x, y = examples.x[:limit], examples.y[:limit]
     layer_name = resolve_layer(model, layer)[0]
-    key = {"model": model_name, "layer": layer_name}
+    label = {"model": model_name, "layer": layer_name}
+    computed: list[dict] = []
+
+    def compute(k: int) -> dict:
+        if not computed:
+            computed.extend(_profile_rows(model, x, y, layer, batch_size))
+        return computed[k]
+
+    rows = [memo(store, "activation_profiles", {**label, "class": k}, {"call": call}, lambda k=k: compute(k))
+            for k in range(int(_membership(y).shape[1]))]
+    return AuditResult("activation_profiles", rows)
+
+
+def _profile_rows(model: nn.Module, x: Tensor, y: Tensor, layer, batch_size: int) -> list[dict]:
+    """One dict per class: its profiles, example count and nearest class (``activation_profiles``'s rows)."""
     labels = int(_membership(y).shape[1])
-    if store is not None:
-        stored = [store.get("activation_profiles", {**key, "class": k}) for k in range(labels)]
-        if all(r is not None for r in stored):
-            return AuditResult("activation_profiles", stored)
     raw, counts = class_profiles(model, x, y, layer, batch_size)
     scaled = normalised(raw)
     present = counts > 0
@@ -79,10 +91,8 @@ def activation_profiles(model: nn.Module, data, layer, *, limit: int | None = No
     rows = []
     for k in range(labels):
         nearest = int(distance[k].argmin()) if present[k] else None
-        row = {"examples": int(counts[k]), "profile": scaled[k].tolist() if present[k] else None,
-               "raw": raw[k].tolist() if present[k] else None, "nearest": nearest,
-               "nearest_distance": distance[k, nearest].item() if nearest is not None and present[nearest] else None}
-        if store is not None:
-            store.put("activation_profiles", {**key, "class": k}, row)
-        rows.append({**key, "class": k, **row})
-    return AuditResult("activation_profiles", rows)
+        rows.append({"examples": int(counts[k]), "profile": scaled[k].tolist() if present[k] else None,
+                     "raw": raw[k].tolist() if present[k] else None, "nearest": nearest,
+                     "nearest_distance": distance[k, nearest].item() if nearest is not None and present[nearest]
+                     else None})
+    return rows

@@ -14,8 +14,9 @@ from torch import nn
 from ..data.inputs import as_examples
 from ..engine import prepared
 from ..engine.backprop import predicted_classes
+from ..keys import fingerprint
 from ..store import Store
-from .common import importance, keep_masks, memo, named_methods, rank_pixels
+from .common import call_arguments, importance, keep_masks, memo, named_methods, rank_pixels
 from .imputation import noisy_linear_impute
 from .results import AuditResult
 from .stats import mean_interval
@@ -36,6 +37,7 @@ def road(methods, model: nn.Module, data, *, fractions=(0.1, 0.3, 0.5, 0.7, 0.9)
     paired per image), each with its 95% interval over images, and the per-image values (1.0 correct, 0.0
     wrong) ``morf_accuracy_each`` and ``lerf_accuracy_each``, images in order.
     """
+    call = call_arguments(locals(), units=("fractions",))
     data = as_examples(data)
     x, y = data.x[:limit], data.y[:limit]
     rows = []
@@ -55,5 +57,6 @@ def road(methods, model: nn.Module, data, *, fractions=(0.1, 0.3, 0.5, 0.7, 0.9)
                         **mean_interval(correct["LeRF"] - correct["MoRF"]).as_row("gap"),
                         "morf_accuracy_each": correct["MoRF"].tolist(), "lerf_accuracy_each": correct["LeRF"].tolist()}
 
-            rows.append(memo(store, "road", {"model": model_name, "method": name, "fraction": k}, compute))
+            rows.append(memo(store, "road", {"model": model_name, "method": name, "fraction": k},
+                             {"call": call, "method": fingerprint(method, name)}, compute))
     return AuditResult("road", rows)

@@ -27,10 +27,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..data.inputs import as_examples
+from ..keys import fingerprint
 from ..store import Store
 from ..train import Recipe, ensemble_accuracy, fit_ensemble
 from ..units import LocalExecutor, Unit
-from .common import importance, keep_masks, memo, named_methods, rank_pixels
+from .common import call_arguments, importance, keep_masks, memo, named_methods, rank_pixels, stored
 from .imputation import noisy_linear_impute
 from .results import AuditResult
 
@@ -117,15 +118,23 @@ def diffroar(methods, model: nn.Module, train, test, *, model_fn: Callable[[], n
     Rows: one per (method, fraction, repeat) with top/bottom accuracy, diffroar, ``saturated``,
     ``ceiling``, ``chance``, ``tied_share`` and ``tie_break``.
     """
+    # A cell's numbers depend on its fraction's position in ``fractions`` (its seed), so cells key that index;
+    # blur_control and leak_check add units without changing any other unit's numbers.
+    call = call_arguments(locals(), units=("fractions", "blur_control", "leak_check"))
     recipe = Recipe.of(recipe, **settings)
     train, test = as_examples(train, "train"), as_examples(test, "test")
     fill = _fill_value(fill, train.x)
     classes = int(max(train.y.max(), test.y.max())) + 1
     chance = 1.0 / classes
-    ceiling = _ceiling(model_fn, train, test, recipe, repeats, seed, model_name, store)
+    ceiling = _ceiling(model_fn, train, test, recipe, repeats, seed, model_name, call, store)
     executor = executor or LocalExecutor()
     shared_data = None
-    leaks, units, cells_of, finished, computed = [], [], {}, {}, {}
+    leaks, units, cells_of, finished, computed, described = [], [], {}, {}, {}, {}
+
+    def cell(variant: str, k: float, r: int | None = None) -> tuple[dict, dict]:
+        """The (label, arguments) of a DiffROAR cell (``r``) or of a mask-leak row (``r`` None)."""
+        label = {"model": model_name, "method": variant, "fraction": k} | ({} if r is None else {"repeat": r})
+        return label, {"call": call, "method": described[variant], "index": list(fractions).index(k)}
 
     def write(unit: Unit, results: dict) -> None:
         """Store a finished unit's cells at once (the driver alone writes)."""
@@ -134,18 +143,17 @@ def diffroar(methods, model: nn.Module, train, test, *, model_fn: Callable[[], n
             row = {"top_accuracy": top_acc, "bottom_accuracy": bottom_acc, "diffroar": top_acc - bottom_acc,
                    "saturated": saturated(top_acc, bottom_acc, ceiling, chance), "ceiling": ceiling,
                    "chance": chance, "tied_share": ties, "tie_break": TIE_BREAK, "fill": str(fill)}
-            computed[(variant, k, r)] = memo(store, "diffroar", _key(model_name, variant, k, r), lambda row=row: row)
+            computed[(variant, k, r)] = memo(store, "diffroar", *cell(variant, k, r), lambda row=row: row)
 
     for name, method in named_methods(methods).items():
         variants = {name: None} | ({f"{name}+blur": blurred} if blur_control else {})
         maps = None
         for variant, transform in variants.items():
+            described[variant] = fingerprint({"method": method, "blurred": transform is not None}, variant)
             cells_of[variant] = [(k, r) for k in fractions for r in range(repeats)]
-            todo = [(k, r) for k, r in cells_of[variant]
-                    if store is None or store.get("diffroar", _key(model_name, variant, k, r)) is None]
-            leak_key = {"model": model_name, "method": variant}
-            leak_todo = [k for k in fractions if leak_check and (
-                store is None or store.get("diffroar_leak", {**leak_key, "fraction": k}) is None)]
+            todo = [(k, r) for k, r in cells_of[variant] if stored(store, "diffroar", *cell(variant, k, r)) is None]
+            leak_todo = [k for k in fractions
+                         if leak_check and stored(store, "diffroar_leak", *cell(variant, k)) is None]
             if todo or leak_todo:
                 if maps is None:
                     maps = [importance(method, model, d.x, d.y, desc=f"{name} maps") for d in (train, test)]
@@ -166,22 +174,17 @@ def diffroar(methods, model: nn.Module, train, test, *, model_fn: Callable[[], n
                     else:
                         units += mine
                 if leak_todo:
-                    leaks += _leak(model_fn, train, test, _mask_maker(ranks, train, test), leak_todo, recipe, seed,
-                                   model_name, variant, store)
+                    leaks += _leak(model_fn, train, test, _mask_maker(ranks, train, test), leak_todo, fractions,
+                                   recipe, seed, lambda k, v=variant: cell(v, k), store)
             if leak_check and store is not None:
-                leaks += [store.get("diffroar_leak", {**leak_key, "fraction": k}) for k in fractions
-                          if k not in leak_todo]
+                leaks += [stored(store, "diffroar_leak", *cell(variant, k)) for k in fractions if k not in leak_todo]
     if units:
         if progress:
             print(f"  {len(units)} retraining units on {executor.workers} {executor.name} workers", flush=True)
         executor.run(units, write)
-    rows = [computed.get((variant, k, r)) or store.get("diffroar", _key(model_name, variant, k, r))
+    rows = [computed.get((variant, k, r)) or stored(store, "diffroar", *cell(variant, k, r))
             for variant, cells in cells_of.items() for k, r in cells]
     return AuditResult("diffroar", rows, {"leak": leaks})
-
-
-def _key(model_name: str, variant: str, k: float, r: int) -> dict:
-    return {"model": model_name, "method": variant, "fraction": k, "repeat": r}
 
 
 def _slices(cells: list, workers: int) -> list[list]:
@@ -207,14 +210,16 @@ def _retrain_cells(model_fn, data, ranks, todo, fractions, fill, recipe, seed, l
                     label, progress)
 
 
-def _ceiling(model_fn, train, test, recipe, repeats, seed, model_name, store) -> float:
-    """Mean test accuracy of ``model_fn`` retrained on unmasked data over ``repeats`` seeds (stored)."""
+def _ceiling(model_fn, train, test, recipe, repeats, seed, model_name, call, store) -> float:
+    """Mean test accuracy of ``model_fn`` retrained on unmasked data over ``repeats`` seeds (stored, keyed by
+    the DiffROAR ``call``)."""
     def compute():
         trained = fit_ensemble(model_fn, train.x, train.y, None, 0.0, [seed + 7919 + r for r in range(repeats)],
                                recipe, progress=False)
         return {"accuracy": ensemble_accuracy(trained, test.x, test.y).mean().item()}
 
-    return memo(store, "diffroar_ceiling", {"model": model_name, "repeats": repeats}, compute)["accuracy"]
+    return memo(store, "diffroar_ceiling", {"model": model_name, "repeats": repeats}, {"call": call},
+                compute)["accuracy"]
 
 
 def _retrain(model_fn, train, test, masks, todo, fractions, fill, recipe, seed, label, progress) -> dict:
@@ -247,13 +252,14 @@ def mask_leak(model_fn: Callable[[], nn.Module], keep_train: Tensor, y_train: Te
     return ensemble_accuracy(trained, ones_test, y_test, keep_test, 0.0)
 
 
-def _leak(model_fn, train, test, masks, ks, recipe, seed, model_name, variant, store) -> list[dict]:
-    """Mask-leak rows per k: the accuracy of a model that sees only the top-k or only the bottom-k mask."""
-    seeds = [seed + 500 + 10 * i + top for i in range(len(ks)) for top in (0, 1)]
+def _leak(model_fn, train, test, masks, ks, fractions, recipe, seed, cell, store) -> list[dict]:
+    """Mask-leak rows per k of ``ks``: the accuracy of a model that sees only the top-k or only the bottom-k
+    mask; a row's seeds follow k's position in ``fractions`` (so a resumed run trains what a fresh one would),
+    ``cell(k)`` gives its (label, arguments)."""
+    seeds = [seed + 500 + 10 * list(fractions).index(k) + top for k in ks for top in (0, 1)]
     accuracy = mask_leak(model_fn, masks(0, ks), train.y, masks(1, ks), test.y, seeds, recipe)
     rows = []
     for i, k in enumerate(ks):
         row = {"top_mask_accuracy": accuracy[2 * i].item(), "bottom_mask_accuracy": accuracy[2 * i + 1].item()}
-        rows.append(memo(store, "diffroar_leak", {"model": model_name, "method": variant, "fraction": k},
-                         lambda row=row: row))
+        rows.append(memo(store, "diffroar_leak", *cell(k), lambda row=row: row))
     return rows

@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from ..data.inputs import as_examples
+from ..keys import fingerprint
 from ..store import Store
-from .common import importance, memo, named_methods, spearman
+from .common import call_arguments, importance, memo, named_methods, spearman
 from .results import AuditResult
 from .stats import mean_interval
 
@@ -28,6 +29,7 @@ def randomization(methods, model: nn.Module, data, *, limit: int | None = 100, s
     A method that explains the model should decorrelate as layers are randomized; one that stays
     near 1 is explaining the input, not the model. The user's model is never modified (copies).
     """
+    call = call_arguments(locals())
     data = as_examples(data)
     x, y = data.x[:limit], data.y[:limit]
     layers = _layers_top_down(model)
@@ -48,5 +50,6 @@ def randomization(methods, model: nn.Module, data, *, limit: int | None = 100, s
                 return {**mean_interval(r).as_row("spearman"), "spearman_std": r.std().item(), "images": len(x)}
 
             settings = {"model": model_name, "method": name, "randomized": "+".join(layers[:depth]), "depth": depth}
-            rows.append(memo(store, "randomization", settings, compute))
+            rows.append(memo(store, "randomization", settings, {"call": call, "method": fingerprint(method, name)},
+                             compute))
     return AuditResult("randomization", rows)

@@ -16,7 +16,7 @@ from torch import nn
 from ..data.inputs import as_examples
 from ..engine import prepared
 from ..store import Store
-from .common import importance, memo, named_methods, spearman
+from .common import call_arguments, importance, per_method, spearman
 from .results import AuditResult
 from .stats import mean_interval
 
@@ -28,16 +28,16 @@ def class_sensitivity(methods, model: nn.Module, data, *, limit: int | None = 20
 
     Maps are the method's own (``heatmap`` of the attribution, no further absolute value).
     """
+    call = call_arguments(locals())
     x = as_examples(data, labels=False).x[:limit]
-    rows = []
-    for name, method in named_methods(methods).items():
-        def compute(method=method, name=name):
-            with torch.no_grad(), prepared(model):
-                logits = model(x)
-            top = importance(method, model, x, logits.argmax(1), desc=f"sensitivity {name}", absolute=False)
-            bottom = importance(method, model, x, logits.argmin(1), desc=f"sensitivity {name}", absolute=False)
-            r = spearman(top, bottom)
-            return {**mean_interval(r).as_row("correlation"), "correlation_std": r.std().item(), "images": len(x)}
 
-        rows.append(memo(store, "class_sensitivity", {"model": model_name, "method": name}, compute))
-    return AuditResult("class_sensitivity", rows)
+    def compute(method, name):
+        with torch.no_grad(), prepared(model):
+            logits = model(x)
+        top = importance(method, model, x, logits.argmax(1), desc=f"sensitivity {name}", absolute=False)
+        bottom = importance(method, model, x, logits.argmin(1), desc=f"sensitivity {name}", absolute=False)
+        r = spearman(top, bottom)
+        return {**mean_interval(r).as_row("correlation"), "correlation_std": r.std().item(), "images": len(x)}
+
+    label = {"model": model_name}
+    return AuditResult("class_sensitivity", per_method(store, "class_sensitivity", methods, call, label, compute))

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from ..engine import auto_rows, prepared
 from ..engine.backprop import predicted_classes
 from ..store import Store
-from .common import memo, named_methods
+from .common import call_arguments, named_methods, per_method
 from .metrics import image_data
 from .results import AuditResult
 from .stats import mean_interval
@@ -100,25 +100,23 @@ def sensitivity_max(methods, model: nn.Module, data, *, radius: float = 0.02, sa
     Rows, one per method: ``sensitivity_max`` (mean over images with its 95% interval; lower is more stable),
     ``sensitivity_max_each`` (the per-image values) and ``images``.
     """
+    call = call_arguments(locals())
     data, x = image_data(data, limit)
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be a positive number of perturbations; got {samples!r}")
     if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not radius >= 0:
         raise ValueError(f"radius must be a non-negative number (the noise's L-inf radius); got {radius!r}")
-    named = named_methods(methods)
-    for name, method in named.items():
+    for name, method in named_methods(methods).items():
         if isinstance(method, Tensor):
             raise ValueError(f"sensitivity_max re-runs each method on perturbed copies of the images, so "
                              f"precomputed maps cannot be used; pass the method itself for {name!r}")
     classes = explained_classes(model, data, x)
     noise = uniform_noise(x, samples, float(radius), seed)
-    rows = []
-    for name, method in named.items():
-        def compute(method=method):
-            values = sensitivity_scores(method, model, x, classes, noise, samples)
-            return {**mean_interval(values).as_row("sensitivity_max"), "sensitivity_max_each": values.tolist(),
-                    "images": len(x)}
 
-        settings = {"model": model_name, "method": name, "radius": radius, "samples": samples, "seed": seed}
-        rows.append(memo(store, "sensitivity_max", settings, compute))
-    return AuditResult("sensitivity_max", rows)
+    def compute(method, name):
+        values = sensitivity_scores(method, model, x, classes, noise, samples)
+        return {**mean_interval(values).as_row("sensitivity_max"), "sensitivity_max_each": values.tolist(),
+                "images": len(x)}
+
+    label = {"model": model_name, "radius": radius, "samples": samples, "seed": seed}
+    return AuditResult("sensitivity_max", per_method(store, "sensitivity_max", methods, call, label, compute))

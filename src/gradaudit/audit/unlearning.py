@@ -18,8 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from ..data.inputs import Examples, as_examples
+from ..keys import fingerprint
 from ..store import Store
-from .common import memo
+from .common import call_arguments, memo
 from .results import AuditResult
 from .stats import mean_interval
 
@@ -117,6 +118,7 @@ def unlearning(methods, model: nn.Module, forget, retain, test, *, seeds=(0,), s
         for the gap. model: the trained model (left as found). forget / retain: the split of its
         training data; test: held-out data. Returns rows with UA, RA, TA, MIA, seconds and gap.
     """
+    call = call_arguments(locals(), units=("seeds",))
     forget, retain, test = (as_examples(d, n) for d, n in ((forget, "forget"), (retain, "retain"), (test, "test")))
     for name, part in (("forget", forget), ("retain", retain), ("test", test)):
         if len(part) == 0:
@@ -127,7 +129,7 @@ def unlearning(methods, model: nn.Module, forget, retain, test, *, seeds=(0,), s
     rows = []
     for seed in seeds:
         key = {"model": model_name, "scenario": scenario, "seed": seed}
-        rows.append(memo(store, "unlearning", {**key, "method": "Original"},
+        rows.append(memo(store, "unlearning", {**key, "method": "Original"}, {"call": call},
                          lambda: {**scores(model, forget, retain, test), "seconds": 0.0}))
         for method in methods:
             def compute(method=method, seed=seed):
@@ -139,7 +141,8 @@ def unlearning(methods, model: nn.Module, forget, retain, test, *, seeds=(0,), s
 
             if progress:
                 print(f"  {scenario} seed {seed}: {method.name}", flush=True)
-            rows.append(memo(store, "unlearning", {**key, "method": method.name}, compute))
+            rows.append(memo(store, "unlearning", {**key, "method": method.name},
+                             {"call": call, "method": fingerprint(method, method.name)}, compute))
     return AuditResult("unlearning", with_gaps(rows))
 
 

@@ -33,7 +33,10 @@ Rules of Achtibat et al. 2024 (AttnLRP) in their gradient x input form (as the `
   a constant), so relevance flows through the values only; matrix products keep their gradient.
 
 Forward values are unchanged. Not handled: other elementwise products of two activations, and
-anything inside fused kernels.
+anything inside fused kernels. A forward without attention the rules can catch (no softmax of an
+activation, or no matrix product of two activations: a CNN; torch's ``nn.TransformerEncoder``, whose
+attention runs inside ``F.multi_head_attention_forward``) is refused by the engine, never explained
+by the activation and norm rules alone.
 """
 
 from __future__ import annotations
@@ -209,10 +212,14 @@ def _wants_grad(t) -> bool:
 
 
 class _LRPMode(TorchFunctionMode):
+    """The AttnLRP / CP-LRP rules on the forward run inside; ``caught`` counts the operations changed,
+    ``softmaxes`` and ``products`` the attention operations seen (softmax of an activation; matrix product
+    of two activations), whether or not the variant changes them."""
+
     def __init__(self, variant: str):
         super().__init__()
         self.variant = variant
-        self.caught = 0
+        self.caught = self.softmaxes = self.products = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -227,13 +234,27 @@ class _LRPMode(TorchFunctionMode):
         if func in _ELEMENTWISE and not (kwargs.get("inplace") or any(a is True for a in args[1:])):
             self.caught += 1
             return _Identity.apply(args[0], func(*args, **kwargs))
-        if func in _SOFTMAX and self.variant == "cp":
-            self.caught += 1
-            return func(*args, **kwargs).detach()
-        if func in _MATMUL and self.variant == "attnlrp" and len(args) == 2 and _wants_grad(args[1]):
-            self.caught += 1
-            return func(_Scaled.apply(args[0], 2.0), _Scaled.apply(args[1], 2.0))
+        if func in _SOFTMAX:
+            self.softmaxes += 1
+            if self.variant == "cp":
+                self.caught += 1
+                return func(*args, **kwargs).detach()
+        if func in _MATMUL and len(args) == 2 and _wants_grad(args[1]):
+            self.products += 1
+            if self.variant == "attnlrp":
+                self.caught += 1
+                return func(_Scaled.apply(args[0], 2.0), _Scaled.apply(args[1], 2.0))
         return func(*args, **kwargs)
+
+    def missing(self) -> str | None:
+        """What the rules needed and the forward did not have (None when attention was caught)."""
+        if self.softmaxes and self.products:
+            return None
+        return (f"AttnLRP (variant {self.variant!r}) needs attention it can catch: a softmax of activations and a "
+                "matrix product of two activations (q k^T), called through torch's Python API as in Hugging Face's "
+                f"eager attention; this model's forward had {self.softmaxes} such softmax(es) and {self.products} "
+                "such product(s). Attention inside one fused call (torch's nn.MultiheadAttention and "
+                "nn.TransformerEncoder, F.scaled_dot_product_attention) cannot be caught")
 
 
 def _activation_hook(module, inputs, output):
@@ -289,7 +310,8 @@ def _hooked_modules(model: nn.Module, variant: str):
 def lrp_rules(variant: str, model: nn.Module):
     """AttnLRP (``"attnlrp"``) or CP-LRP (``"cp"``) backward rules for the forwards of ``model`` run
     inside (see the module docstring); eager attention for the call. Yields the mode (``.caught``
-    counts the operations it changed); hooks and attention implementations are restored on exit."""
+    counts the operations it changed, ``.missing()`` says what it needed and did not catch); hooks and
+    attention implementations are restored on exit."""
     if variant not in LRP_RULES:
         raise ValueError(f"variant must be one of {LRP_RULES}, got {variant!r}")
     handles = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -61,7 +60,8 @@ def backprop(model: nn.Module, x: Tensor, target: Target, rows: Tensor, *, layer
     """Run ``model`` on ``x`` [R, ...] and differentiate the summed per-row scores.
 
     ``rows`` [R] gives the example of each row (for the target); ``layers`` is a list of
-    ``(name, module)`` to observe; ``rule`` a modified backward rule or None. Rows are
+    ``(name, module)`` to observe; ``rule`` a modified backward rule or None (a ValueError, naming
+    what the rule needed, when the forward gave it nothing to apply to). Rows are
     independent in eval mode, so the gradient of the sum is each row's own gradient. With
     ``rule="rescale"`` (DeepLIFT), ``x`` is [inputs; references] and only the inputs' half of
     the scores is differentiated.
@@ -70,10 +70,9 @@ def backprop(model: nn.Module, x: Tensor, target: Target, rows: Tensor, *, layer
     with Probe(layers) as probe, modified(rule, model) as mode, torch.enable_grad():
         # The clone lets a model modify its input in place without touching the leaf.
         output = _forward(model, leaf.clone() if wrt_input else leaf, rows)
-        if mode is not None and mode.caught == 0 and rule in ("guided", "deconvnet"):
-            warnings.warn(f"the {rule!r} backward rule caught no ReLU-like activation in this model's "
-                          "forward (activations written as arithmetic, such as GPT-2's tanh GELU, cannot "
-                          "be caught): the result is the plain gradient", stacklevel=4)
+        missing = None if mode is None else mode.missing()
+        if missing:
+            raise ValueError(f"{type(getattr(model, 'explained_model', model)).__name__}: {missing}")
         scores = target.scores(output, rows)
         activations = probe.activations()
         wrt = ([leaf] if wrt_input else []) + activations

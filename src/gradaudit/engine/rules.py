@@ -22,7 +22,9 @@ ReLU-like activation that goes through torch's Python API, whether from a module
 Forward values are unchanged; in-place calls stay in place. What cannot be caught: activations
 inside TorchScript or ``torch.compile`` code, fused C++ kernels (for example the fast path of
 ``nn.TransformerEncoderLayer``), and activations written as arithmetic (``x * (x > 0)``,
-``x.clamp(min=0)``); their ordinary backward is used.
+``x.clamp(min=0)``); their ordinary backward is used. A rule that caught nothing it needs (guided
+and deconvnet: no ReLU-like activation; attnlrp and cp: no attention) says so in ``mode.missing()``,
+and ``backprop`` refuses the pass with that ValueError instead of returning the plain gradient.
 """
 
 from __future__ import annotations
@@ -168,10 +170,24 @@ class _RescaledMaxPool(torch.autograd.Function):
 
 
 class _RuleMode(TorchFunctionMode):
+    """The backward ``rule`` on the forward run inside; ``caught`` counts the nonlinearities it applied to."""
+
     def __init__(self, rule: str):
         super().__init__()
         self.rule = rule
         self.caught = 0
+
+    def missing(self) -> str | None:
+        """What the rule needed and the forward did not have: guided backprop and deconvnet need a ReLU-like
+        activation (rescale applies to none on a linear model, where DeepLIFT is the exact gradient x delta)."""
+        if self.caught or self.rule == "rescale":
+            return None
+        users = {"guided": "GuidedBackprop, GuidedGradCAM", "deconvnet": "Deconvnet"}[self.rule]
+        return (f"the {self.rule!r} backward rule ({users}) needs a ReLU-like "
+                "activation called through torch's Python API (nn.ReLU, LeakyReLU, PReLU, SiLU, GELU, ELU, CELU, "
+                "SELU, Mish, ReLU6, or F.relu(x), x.relu(), ...) and caught none in this model's forward. "
+                "Activations written as arithmetic (such as GPT-2's tanh GELU), inside TorchScript or "
+                "torch.compile code or in fused kernels cannot be caught; Saliency(abs=False) is the plain gradient")
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})

@@ -15,18 +15,25 @@ from .fitted import Influence
 from .inputs import chunk_size, chunks, device_of, examples
 from .layers import Layer, tracked_layers
 from .losses import FisherDraws, cross_entropy
-from .strategies import STRATEGIES, Curvature, check_exact_size, dampings
+from .strategies import APPROXIMATE, STRATEGIES, Curvature, check_exact_size, dampings
 
 FISHERS = ("true", "empirical")
 
 
 def _check_damping(damping, strategy: str) -> None:
+    """None, or a number: > 0 for the approximate strategies (their curvature has zero eigenvalues wherever a
+    direction is never seen, such as an input feature that is always 0), >= 0 for exact (refused later if G
+    is singular)."""
     if damping is None:
         return
     if isinstance(damping, bool) or not isinstance(damping, numbers.Real) or not damping >= 0:
         raise ValueError(f"damping must be None (0.1 x mean eigenvalue per layer) or a number >= 0, got {damping!r}")
     if strategy == "identity":
         raise ValueError("damping does not apply to strategy='identity' (plain gradient dot products); leave it None")
+    if strategy in APPROXIMATE and not damping > 0:
+        raise ValueError(f"damping must be > 0 for strategy={strategy!r}, got {damping!r}: its curvature estimate has "
+                         "zero eigenvalues wherever a direction is never seen (an input feature that is always 0), "
+                         "and their inverse is undefined; pass damping > 0 or None (0.1 x mean eigenvalue per layer)")
 
 
 def _factors(cap, layers: list[Layer], found, strategy: str, fisher: str, loss: Callable | None, size: int,

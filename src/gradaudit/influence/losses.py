@@ -27,9 +27,24 @@ def logits(output) -> Tensor:
     return output
 
 
+def check_labels(scores: Tensor, y: Tensor) -> None:
+    """A ValueError when class labels ``y`` [B] are not indices of the [B, classes] logits ``scores`` (soft
+    labels [B, classes], floating point, are left to the loss)."""
+    if y.is_floating_point() or y.ndim != 1:
+        return
+    classes = scores.shape[1]
+    outside = (y < 0) | (y >= classes)
+    if bool(outside.any()):
+        raise ValueError(f"labels must be class indices in [0, {classes}) for the model's {classes} outputs (the "
+                         f"default loss is cross-entropy on them); got label {int(y[outside][0])}. Pass "
+                         "loss=callable(output, y) -> Tensor[batch] for other targets")
+
+
 def cross_entropy(output, y: Tensor) -> Tensor:
     """The default loss: cross-entropy per example of [B, classes] logits against class labels [B]."""
-    return F.cross_entropy(logits(output), y, reduction="none")
+    scores = logits(output)
+    check_labels(scores, y)
+    return F.cross_entropy(scores, y, reduction="none")
 
 
 def per_example(loss: Callable, output, y: Tensor) -> Tensor:
@@ -117,6 +132,7 @@ def fisher_losses(loss: Callable | None, output: Tensor, y: Tensor, fisher: str,
     if callable(getattr(loss, "fisher_loss", None)):
         return per_example(lambda out, labels: loss.fisher_loss(out, labels, draws, rows), output, y)
     if loss is None:
+        check_labels(logits(output), y)               # the labels are not used here, but must be the model's classes
         return cross_entropy(output, draws.labels(logits(output), rows))
     values, vectors = curvature(loss, output, y)
     return projection(output, draws.directions(values, vectors, rows))

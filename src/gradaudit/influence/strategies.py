@@ -10,6 +10,9 @@ Per layer (weights [out, in], bias last), with eigenvalue matrix L [out, in] and
 ``damping=None`` sets each layer's lambda to 0.1 x the mean of its eigenvalues (kfac, ekfac,
 diagonal: the mean of L; exact: the mean eigenvalue of the layer's diagonal block of G, its
 trace over its size), the rule of Grosse et al. and kronfluence; a number sets every layer's.
+The approximate strategies divide by L + lambda, and L is 0 wherever a direction is never seen (an
+input feature that is always 0), so they need lambda > 0: ``fit`` refuses damping=0, and ``dampings``
+names a layer whose curvature is 0 throughout (the heuristic would give it lambda = 0).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from torch import Tensor
 from .layers import Layer
 
 STRATEGIES = ("identity", "diagonal", "kfac", "ekfac", "exact")
+APPROXIMATE = ("diagonal", "kfac", "ekfac")            # curvatures divided by eigenvalue, never factorised
 HEURISTIC_DAMPING = 0.1
 EXACT_LIMIT = 10_000  # tracked weights: G is EXACT_LIMIT^2 float64 values (800 MB)
 
@@ -48,13 +52,21 @@ def eigenvalues(strategy: str, layers: list[Layer], factors: dict) -> dict[str, 
 
 
 def dampings(strategy: str, layers: list[Layer], factors: dict, damping: float | None) -> dict[str, float]:
-    """{layer: lambda}: ``damping`` for every layer, or the heuristic 0.1 x mean eigenvalue per layer."""
+    """{layer: lambda}: ``damping`` for every layer, or the heuristic 0.1 x mean eigenvalue per layer. A ValueError
+    naming the layer when the heuristic gives an approximate strategy no damping: a layer without curvature."""
     if strategy == "identity":
         return {}
     values = eigenvalues(strategy, layers, factors)
     if damping is not None:
         return {layer.name: float(damping) for layer in layers}
-    return {name: HEURISTIC_DAMPING * float(v.mean()) for name, v in values.items()}
+    found = {name: HEURISTIC_DAMPING * float(v.mean()) for name, v in values.items()}
+    for name, lam in found.items():
+        if strategy in APPROXIMATE and not lam > 0:
+            raise ValueError(f"layer {name!r} has no curvature on the training set (the mean eigenvalue of its "
+                             f"{strategy} estimate is {float(values[name].mean())!r}: its gradients are zero, as "
+                             "behind a dead ReLU), so damping=None gives it no damping and its inverse is undefined; "
+                             "pass damping > 0, or leave the layer out with layers=[...]")
+    return found
 
 
 class Curvature:

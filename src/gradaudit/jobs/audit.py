@@ -13,7 +13,8 @@ command after an interrupt skips finished work.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -31,8 +32,9 @@ from ..audit import (
 )
 from ..audit.common import memo, named_methods
 from ..audit.faithfulness import DEFAULT_NEIGHBOURHOODS
+from ..keys import fingerprint
 from ..loading import build_model
-from ..methods import MetaStep, Random
+from ..methods import MetaStep, Method, Random
 from ..report import method_grid, write_report
 from ..report.reading import headline
 from ..store import Store
@@ -45,6 +47,7 @@ from .subjects import (
     check_classes,
     check_classifier,
     check_layer,
+    check_same_weights,
     image_splits,
     parse_models,
     trained_models,
@@ -54,7 +57,9 @@ from .subjects import (
 
 def _evaluated(nets: dict, test_set, adversary: train.PGD, store: Store) -> None:
     for name, net in nets.items():
-        row = memo(store, "models", {"model": name}, lambda net=net: train.evaluate(net, test_set, adversary))
+        row = memo(store, "models", {"model": name}, {"model": fingerprint(net), "test": fingerprint(test_set),
+                                                      "adversary": fingerprint(adversary)},
+                   lambda net=net: train.evaluate(net, test_set, adversary))
         print(f"  {name}: clean test accuracy {row['clean']:.3f}, adversarial {row['adversarial']:.3f}")
 
 
@@ -62,6 +67,7 @@ def run(settings: Preset | SyntheticPreset, out: str | Path) -> dict:
     """Train, explain, audit and report; returns the headline numbers."""
     out = Path(out)
     start = time.perf_counter()
+    inputs = _inputs(settings) if isinstance(settings, Preset) else None
     check_run_folder(out, settings)
     executor = (make_executor(settings.executor, settings.ray_address, settings.cpus_per_task, settings.gpus_per_task)
                 if isinstance(settings, Preset) else LocalExecutor())
@@ -77,7 +83,7 @@ def run(settings: Preset | SyntheticPreset, out: str | Path) -> dict:
                           {"description": f"{executor.name}, {executor.workers} worker"
                                           f"{'s' if executor.workers > 1 else ''}"
                                           + (f" at {executor.address}" if executor.name == "ray" else "")})
-                _images(settings, out, store, executor)
+                _images(settings, inputs, out, store, executor)
             results = {audit: store.rows(audit) for audit in store.audits()}
         finally:
             store.close()
@@ -100,10 +106,51 @@ def _datasets(settings: Preset) -> dict:
     return {layout: image_splits(settings.data, position=layout, **options) for layout in layouts}
 
 
-def _images(settings: Preset, out: Path, store: Store, executor) -> None:
+@dataclass(frozen=True)
+class _Inputs:
+    """What an image run works on, read and checked before its run folder is compared or touched: the
+    datasets by layout, the number of classes, the user's models (empty: trained here) with their "inputs"
+    rows, the methods and the factory of the model DiffROAR retrains."""
+
+    sets: dict
+    classes: int
+    user: dict[str, torch.nn.Module]
+    described: dict[str, dict]
+    methods: dict[str, Method]
+    retrain: Callable[[], torch.nn.Module]
+
+
+def _inputs(settings: Preset) -> _Inputs:
+    """Read the data and the user's models, build the methods, and check that the models (or one as trained
+    here) and the retrained model fit the data and have the layer: every input error comes first."""
     sets = _datasets(settings)
     train_set, test_set = sets["random"]
     classes = check_classes(train_set.y, test_set.y, settings.data)
+    in_shape = tuple(train_set.x.shape[1:])
+    user, described = user_models(settings.models, settings.trust_pickle) if settings.models else ({}, {})
+    methods = named_methods([METHODS[m](settings) for m in settings.methods])
+    factory = settings.retrain or (parse_models(settings.models)[0].factory if settings.models else None)
+    hidden = settings.retrain_hidden
+
+    def retrain():                                   # closes over what builds the model, not where it runs
+        if factory:
+            return build_model(factory, "--retrain")
+        return models.mlp(in_shape=in_shape, classes=classes, hidden=hidden)
+
+    with torch.random.fork_rng():                    # building models to check them leaves the global RNG alone
+        subjects = user or {"trained here": models.small_cnn(in_shape=in_shape, classes=classes,
+                                                             width=settings.width)}
+        for name, net in subjects.items():
+            check_classifier(net, name, train_set.x, classes)
+            if any(m in LAYER_METHODS for m in settings.methods):
+                check_layer(net, name, settings.layer)
+        check_classifier(retrain(), "retrained by DiffROAR", train_set.x, classes)
+    return _Inputs(sets, classes, user, described, methods, retrain)
+
+
+def _images(settings: Preset, inputs: _Inputs, out: Path, store: Store, executor) -> None:
+    sets, classes = inputs.sets, inputs.classes
+    train_set, test_set = sets["random"]
     in_shape = tuple(train_set.x.shape[1:])
     for split, part in (("train", train_set), ("test", test_set)):
         store.put("inputs", {"what": f"data {split}"},
@@ -113,9 +160,9 @@ def _images(settings: Preset, out: Path, store: Store, executor) -> None:
           f"{classes} classes", flush=True)
     attack = train.PGD(**settings.adversary)
     nets = {}
-    described = {}
     if settings.models:
-        nets[("random", "user")], described = user_models(settings.models, settings.trust_pickle, store)
+        check_same_weights(inputs.described, store)
+        nets[("random", "user")] = inputs.user
     else:
         print(f"training {settings.seeds_per_model} seeds per model", flush=True)
 
@@ -135,30 +182,17 @@ def _images(settings: Preset, out: Path, store: Store, executor) -> None:
                           {"description": f"small CNN (width {settings.width}) trained here on "
                                           f"{'BlockMNIST-Top' if suffix else settings.data}: {recipe}"
                                           + (f", PGD linf eps {attack.eps:g}" if kind == "robust" else "")})
-    methods = named_methods([METHODS[m](settings) for m in settings.methods])
-    layered = [m for m in settings.methods if m in LAYER_METHODS]
-    for group in nets.values():
-        for name, net in group.items():
-            check_classifier(net, name, train_set.x, classes)
-            if layered:
-                check_layer(net, name, settings.layer)
-    for name, row in described.items():
+    methods = inputs.methods
+    for name, row in inputs.described.items():
         store.put("inputs", {"what": f"model {name}"}, row)
     for (layout, _), group in nets.items():
         _evaluated(group, sets[layout][1], attack, store)
-
-    def retrain_model():
-        if settings.retrain or settings.models:
-            return build_model(settings.retrain or parse_models(settings.models)[0].factory, "--retrain")
-        return models.mlp(in_shape=in_shape, classes=classes, hidden=settings.retrain_hidden)
-
+    retrain_model = inputs.retrain
     retrained = settings.retrain or (parse_models(settings.models)[0].factory if settings.models else
                                      f"MLP (hidden {settings.retrain_hidden})")
     store.put("inputs", {"what": "DiffROAR retrains"},
               {"description": f"{retrained}: {train.Recipe.of(**settings.retrain_recipe).describe()}, "
                               f"fill {settings.fill}"})
-    with torch.random.fork_rng():                    # building a model to check it leaves the global RNG alone
-        check_classifier(retrain_model(), "retrained by DiffROAR", train_set.x, classes)
     examples = slice(0, 6)
     for (layout, _), group in nets.items():
         if layout != "random":

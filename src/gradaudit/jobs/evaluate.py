@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -44,7 +44,15 @@ from ..store import Store
 from .presets import LOCALISATION_METRICS, METRIC_NAMES, EvaluatePreset
 from .registry import LAYER_METHODS, build_methods
 from .runfolder import check_run_folder
-from .subjects import check_classes, check_classifier, check_layer, image_splits, trained_models, user_models
+from .subjects import (
+    check_classes,
+    check_classifier,
+    check_layer,
+    check_same_weights,
+    image_splits,
+    trained_models,
+    user_models,
+)
 
 # Methods whose attributions already multiply by (x - baseline): infidelity scores them against the
 # perturbation's indicator I / (x - baseline), as Captum's ``multiply_by_inputs=True`` (METHODS.md).
@@ -56,12 +64,13 @@ def run(settings: EvaluatePreset, out: str | Path) -> dict:
     report; returns {"results": {audit: rows}, "seconds", "report"}."""
     out = Path(out)
     start = time.perf_counter()
+    inputs = _inputs(settings)
     check_run_folder(out, settings)
     store = Store(out / "results.sqlite")
     try:
         store.put("settings", {"run": str(len(store.rows("settings")))},
                   {"settings": asdict(settings), "preset": type(settings).__name__})
-        _evaluate(settings, out, store)
+        _evaluate(settings, inputs, out, store)
         results = {audit: store.rows(audit) for audit in store.audits()}
     finally:
         store.close()
@@ -83,12 +92,48 @@ def chosen_metrics(settings: EvaluatePreset, test_set) -> tuple[str, ...]:
     return settings.metrics
 
 
-def _models(settings: EvaluatePreset, train_set, test_set, classes: int, out: Path, store: Store) -> dict:
+@dataclass(frozen=True)
+class _Inputs:
+    """What a run works on, read and checked before its run folder is compared or touched: the splits, the
+    number of classes, the metrics, and the user's models (empty: one trained here) with their "inputs" rows."""
+
+    train: object
+    test: object
+    classes: int
+    metrics: tuple[str, ...]
+    user: dict[str, torch.nn.Module]
+    described: dict[str, dict]
+
+
+def _inputs(settings: EvaluatePreset) -> _Inputs:
+    """Read the data and the user's models and check that the models (or one as trained here) fit the data and
+    have the layer, and that the data holds the images and masks asked for: every input error comes first."""
+    train_set, test_set = image_splits(settings.data, size=settings.size, test_fraction=settings.test_fraction,
+                                       seed=settings.seed, trust_pickle=settings.trust_pickle, digits=settings.digits,
+                                       copies=settings.copies, source=settings.source)
+    classes = check_classes(train_set.y, test_set.y, settings.data)
+    if settings.images > len(test_set):
+        raise ValueError(f"--images {settings.images} is more than the {len(test_set)} test images of --data "
+                         f"{settings.data}; use --images {len(test_set)} or fewer")
+    metrics = chosen_metrics(settings, test_set)
+    user, described = user_models(settings.models, settings.trust_pickle) if settings.models else ({}, {})
+    with torch.random.fork_rng():                    # building a model to check it leaves the global RNG alone
+        subjects = user or {"trained here": models.small_cnn(in_shape=tuple(train_set.x.shape[1:]), classes=classes,
+                                                             width=settings.width)}
+        for name, net in subjects.items():
+            check_classifier(net, name, train_set.x, classes)
+            if any(m in LAYER_METHODS for m in settings.methods):
+                check_layer(net, name, settings.layer)
+    return _Inputs(train_set, test_set, classes, metrics, user, described)
+
+
+def _models(settings: EvaluatePreset, inputs: _Inputs, out: Path, store: Store) -> dict:
     if settings.models:
-        nets, described = user_models(settings.models, settings.trust_pickle, store)
-        for name, row in described.items():
+        check_same_weights(inputs.described, store)
+        for name, row in inputs.described.items():
             store.put("inputs", {"what": f"model {name}"}, row)
-        return nets
+        return inputs.user
+    train_set, classes = inputs.train, inputs.classes
 
     def build():
         return models.small_cnn(in_shape=tuple(train_set.x.shape[1:]), classes=classes, width=settings.width)
@@ -101,23 +146,12 @@ def _models(settings: EvaluatePreset, train_set, test_set, classes: int, out: Pa
     return nets
 
 
-def _evaluate(settings: EvaluatePreset, out: Path, store: Store) -> None:
-    train_set, test_set = image_splits(settings.data, size=settings.size, test_fraction=settings.test_fraction,
-                                       seed=settings.seed, trust_pickle=settings.trust_pickle, digits=settings.digits,
-                                       copies=settings.copies, source=settings.source)
-    classes = check_classes(train_set.y, test_set.y, settings.data)
-    if settings.images > len(test_set):
-        raise ValueError(f"--images {settings.images} is more than the {len(test_set)} test images of --data "
-                         f"{settings.data}; use --images {len(test_set)} or fewer")
-    metrics = chosen_metrics(settings, test_set)
+def _evaluate(settings: EvaluatePreset, inputs: _Inputs, out: Path, store: Store) -> None:
+    test_set, classes, metrics = inputs.test, inputs.classes, inputs.metrics
     store.put("inputs", {"what": "data"},
               {"description": f"{settings.images} of {len(test_set)} test images {list(test_set.x.shape[1:])}, "
                               f"{classes} classes ({settings.data})"})
-    nets = _models(settings, train_set, test_set, classes, out, store)
-    for name, net in nets.items():
-        check_classifier(net, name, train_set.x, classes)
-        if any(m in LAYER_METHODS for m in settings.methods):
-            check_layer(net, name, settings.layer)
+    nets = _models(settings, inputs, out, store)
     for name, net in nets.items():
         named = build_methods(settings.methods, replace(settings, layer=_layer(settings, net, name, test_set.x[:1])))
         print(f"evaluating {name}: {len(named)} methods + Random, Sobel; metrics {', '.join(metrics)}", flush=True)

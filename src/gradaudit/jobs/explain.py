@@ -16,9 +16,10 @@ from ..maps import heatmap
 from ..methods.cam import CAMMethod
 from ..report.figures import method_grid, zero_maps
 from .executor import make_executor
-from .registry import METHODS, MethodSettings, check_method_names
+from .registry import LAYER_METHODS, METHODS, MethodSettings, check_method_names
 from .runfolder import check_settings_file
 from .shards import image_files, map_folder
+from .subjects import check_layer
 
 
 def check_names(names: list[str]) -> tuple[str, ...]:
@@ -96,6 +97,9 @@ def explain_folder(model_spec: str, weights: str | None, trust_pickle: bool, fol
         raise ValueError(f"--shard-size must be >= 1; got {shard_size}")
     if weights and not Path(weights).is_file():
         raise FileNotFoundError(f"--weights {weights} does not exist")
+    model = load_model(model_spec, weights, trust_pickle)      # a bad model or layer is refused before --out-dir
+    if any(name in LAYER_METHODS for name in names):
+        check_layer(model, model_spec, settings.layer)
     digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:12] if weights else None
     check_settings_file(out_dir, {"model": model_spec, "weights_sha256": digest, "methods": list(names),
                                   **asdict(settings), "target": target, "channels": channels, "size": size,

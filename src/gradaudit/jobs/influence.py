@@ -32,7 +32,7 @@ from ..report import write_report
 from ..store import Store
 from .executor import make_executor
 from .runfolder import check_run_folder
-from .subjects import check_classes, check_classifier, trained_models, user_models
+from .subjects import check_classes, check_classifier, check_same_weights, trained_models, user_models
 
 FISHERS = ("true", "empirical")
 
@@ -131,6 +131,7 @@ def run(settings: InfluencePreset, out: str | Path) -> dict:
     """Train or load the model, fit, score, check and report; returns {"results", "lines", "seconds", "report"}."""
     out = Path(out)
     start = time.perf_counter()
+    inputs = _inputs(settings)
     check_run_folder(out, settings)
     executor = make_executor(settings.executor, settings.ray_address, settings.cpus_per_task, settings.gpus_per_task)
     try:
@@ -138,7 +139,7 @@ def run(settings: InfluencePreset, out: str | Path) -> dict:
         try:
             store.put("settings", {"run": str(len(store.rows("settings")))},
                       {"settings": asdict(settings), "preset": type(settings).__name__})
-            _influence(settings, out, store, executor)
+            _influence(settings, inputs, out, store, executor)
             results = {audit: store.rows(audit) for audit in store.audits()}
         finally:
             store.close()
@@ -167,14 +168,14 @@ def _builder(settings: InfluencePreset, shape: tuple, classes: int):
     return lambda: models.small_cnn(in_shape=shape, classes=classes, width=settings.width)
 
 
-def _model(settings: InfluencePreset, attributed: Examples, build, out: Path, store: Store):
+def _model(settings: InfluencePreset, inputs: _Inputs, build, out: Path, store: Store):
     """(name, model): the user's model, or a small CNN trained here on the attributed examples."""
     if settings.model:
-        loaded, described = user_models([f"model={settings.model}"], settings.trust_pickle, store)
-        store.put("inputs", {"what": "model model"}, described["model"])
-        return "model", loaded["model"]
-    net = trained_models(["cnn"], build, attributed, settings.recipe, [1000 * settings.seed], None, out / "models",
-                         "cnn")["cnn"]
+        check_same_weights(inputs.described, store)
+        store.put("inputs", {"what": "model model"}, inputs.described["model"])
+        return "model", inputs.user
+    net = trained_models(["cnn"], build, inputs.attributed, settings.recipe, [1000 * settings.seed], None,
+                         out / "models", "cnn")["cnn"]
     store.put("inputs", {"what": "model cnn"},
               {"description": f"small CNN (width {settings.width}) trained here on the attributed examples: "
                               f"{train.Recipe.of(**settings.recipe).describe()}"})
@@ -249,7 +250,24 @@ def _store_top(settings: InfluencePreset, name: str, model, scores, queries: Exa
         store.put("influence_top", {"model": name, "query": q}, row)
 
 
-def _influence(settings: InfluencePreset, out: Path, store: Store, executor) -> None:
+@dataclass(frozen=True)
+class _Inputs:
+    """What a run works on, read and checked before its run folder is compared or touched: the splits, the
+    number of classes, the attributed examples, the queries, and the user's model (None: one trained here)
+    with its "inputs" row."""
+
+    train: data.ImageData
+    test: data.ImageData
+    classes: int
+    attributed: Examples
+    queries: Examples
+    user: torch.nn.Module | None
+    described: dict[str, dict]
+
+
+def _inputs(settings: InfluencePreset) -> _Inputs:
+    """Read the data and the user's model and check that they fit each other and the queries asked for:
+    every input error comes first."""
     train_set, test_set = data.load_splits(settings.data, size=settings.size, test_fraction=settings.test_fraction,
                                            seed=settings.seed, trust_pickle=settings.trust_pickle)
     classes = check_classes(train_set.y, test_set.y, settings.data)
@@ -258,13 +276,22 @@ def _influence(settings: InfluencePreset, out: Path, store: Store, executor) -> 
                          f"{settings.data}; use --queries {len(test_set)} or fewer")
     attributed = _attributed(settings, train_set)
     queries = Examples(test_set.x[:settings.queries], test_set.y[:settings.queries])
+    if not settings.model:
+        return _Inputs(train_set, test_set, classes, attributed, queries, None, {})
+    loaded, described = user_models([f"model={settings.model}"], settings.trust_pickle)
+    check_classifier(loaded["model"], "model", attributed.x, classes)
+    return _Inputs(train_set, test_set, classes, attributed, queries, loaded["model"], described)
+
+
+def _influence(settings: InfluencePreset, inputs: _Inputs, out: Path, store: Store, executor) -> None:
+    train_set, test_set, classes = inputs.train, inputs.test, inputs.classes
+    attributed, queries = inputs.attributed, inputs.queries
     store.put("inputs", {"what": "data"},
               {"description": f"{len(attributed)} of {len(train_set)} training examples attributed, the first "
                               f"{len(queries)} test examples as queries {list(test_set.x.shape[1:])}, {classes} "
                               f"classes ({settings.data})"})
     build = _builder(settings, tuple(train_set.x.shape[1:]), classes)
-    name, model = _model(settings, attributed, build, out, store)
-    check_classifier(model, name, attributed.x, classes)
+    name, model = _model(settings, inputs, build, out, store)
     fitted = _fitted(settings, model, attributed, out)
     scores = _scores(fitted, queries, attributed, out)
     if len(store.rows("influence_top")) < len(queries):

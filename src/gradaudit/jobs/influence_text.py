@@ -23,7 +23,7 @@ from .. import influence, text
 from ..errors import UsageError
 from ..influence.sequences import TokenLoss
 from ..store import Store
-from ..text.influence import STRATEGIES
+from ..text.influence import STRATEGIES, resolve_layers
 from ..text.influence import influence as text_influence
 from ..text.render import token_html
 from .runfolder import check_run_folder
@@ -94,11 +94,15 @@ def run(settings: TextInfluenceSettings, out: str | Path) -> dict:
     out = Path(out)
     start = time.perf_counter()
     texts = read_corpus(settings.train)
-    check_run_folder(out, settings)
     try:
         model, tokenizer = text.load(settings.model, "causal")
     except ImportError as err:
         raise UsageError(str(err)) from err
+    try:
+        resolve_layers(model, settings.layers)
+    except ValueError as err:
+        raise UsageError(f"--layers: {err}") from None
+    check_run_folder(out, settings)
     out.mkdir(parents=True, exist_ok=True)
     store = Store(out / "results.sqlite")
     try:

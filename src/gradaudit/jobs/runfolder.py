@@ -4,6 +4,8 @@ A command writes its settings into the run folder before any work, and a rerun i
 folder resumes only when every setting that changes a stored number is the same: otherwise it
 is refused before anything is written, naming each difference (old -> new). Where the work runs
 (executor, Ray address, resources per task) and permission flags change no number and may differ.
+Each command reads and checks its own inputs (data, models, layers, methods) before it calls
+``check_run_folder``: an input error is reported as such, whatever the folder holds, and leaves it as it was.
 """
 
 from __future__ import annotations

@@ -147,19 +147,24 @@ def trained_models(names: list[str], build: Callable[[], nn.Module], train_set, 
     return trained
 
 
-def user_models(entries, trust_pickle: bool, store: Store) -> tuple[dict[str, nn.Module], dict[str, dict]]:
+def user_models(entries, trust_pickle: bool) -> tuple[dict[str, nn.Module], dict[str, dict]]:
     """The ``--models`` entries, loaded (weights_only unless ``trust_pickle``), and their "inputs" rows
-    (stored by the caller once every check has passed). Stored results are keyed by model name, so a
-    run folder that holds results for a model of the same name but other weights is refused, not reused."""
+    (stored by the caller once every check has passed and ``check_same_weights`` has seen the run folder).
+    Reads no run folder: a command loads its models before it compares or touches one."""
     loaded, described = {}, {}
     for entry in parse_models(entries):
         loaded[entry.name] = load_model(entry.factory, entry.weights, trust_pickle, "--models")
         digest = hashlib.sha256(Path(entry.weights).read_bytes()).hexdigest()[:12]
-        key, row = {"what": f"model {entry.name}"}, {"description": f"{entry.factory} with {entry.weights}",
-                                                     "sha256": digest}
+        described[entry.name] = {"description": f"{entry.factory} with {entry.weights}", "sha256": digest}
+    return loaded, described
+
+
+def check_same_weights(described: dict[str, dict], store: Store) -> None:
+    """Refuse (ValueError) models ``described`` by ``user_models`` whose name the run folder's ``store`` holds
+    results for from other weights: stored results are keyed by model name, so they are not reused."""
+    for name, row in described.items():
+        key, digest = {"what": f"model {name}"}, row["sha256"]
         stored = store.get("inputs", key)
         if stored is not None and stored.get("sha256") != digest:
-            raise ValueError(f"{store.path.parent} already holds results for model {entry.name!r} from other weights "
+            raise ValueError(f"{store.path.parent} already holds results for model {name!r} from other weights "
                              f"(sha256 {stored.get('sha256')}, now {digest}); use a new --out or another name")
-        described[entry.name] = row
-    return loaded, described

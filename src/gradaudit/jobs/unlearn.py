@@ -11,7 +11,7 @@ goes to ``OUT/results.sqlite`` at once, trained originals to ``OUT/models/``: a 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -25,7 +25,7 @@ from ..store import Store
 from ..unlearn import FineTune, GradientAscent, L1Sparse, RandomLabel, Retrain, SalUn, forget_split, weight_saliency
 from .presets import UnlearnPreset
 from .runfolder import check_run_folder
-from .subjects import check_classes, check_classifier, trained_models, user_models
+from .subjects import check_classes, check_classifier, check_same_weights, trained_models, user_models
 
 
 def methods_for(settings: UnlearnPreset, masks) -> list:
@@ -57,12 +57,13 @@ def run(settings: UnlearnPreset, out: str | Path) -> dict:
     """Train (or load), unlearn, audit and report; returns the summary table and the reading."""
     out = Path(out)
     start = time.perf_counter()
+    inputs = _inputs(settings)
     check_run_folder(out, settings)
     store = Store(out / "results.sqlite")
     try:
         store.put("settings", {"run": str(len(store.rows("settings")))},
                   {"settings": asdict(settings), "preset": type(settings).__name__})
-        _unlearn(settings, out, store)
+        _unlearn(settings, inputs, out, store)
         rows = store.rows("unlearning")
         results = {audit: store.rows(audit) for audit in store.audits()}
     finally:
@@ -72,18 +73,40 @@ def run(settings: UnlearnPreset, out: str | Path) -> dict:
             "seconds": time.perf_counter() - start, "report": str(report.resolve()), "results": results}
 
 
-def _unlearn(settings: UnlearnPreset, out: Path, store: Store) -> None:
+@dataclass(frozen=True)
+class _Inputs:
+    """What a run works on, read and checked before its run folder is compared or touched: the splits, the
+    number of classes, and the user's model (None: one trained here per seed) with its "inputs" row."""
+
+    train: data.ImageData
+    test: data.ImageData
+    classes: int
+    user: torch.nn.Module | None
+    described: dict[str, dict]
+
+
+def _inputs(settings: UnlearnPreset) -> _Inputs:
+    """Read the data and the user's model and check that they fit each other: every input error comes first."""
     options = {"size": settings.size, "test_fraction": settings.test_fraction, "seed": settings.seed,
                "trust_pickle": settings.trust_pickle}
     train_set, test_set = data.load_splits(settings.data, **options)
     classes = check_classes(train_set.y, test_set.y, settings.data)
+    if not settings.models:
+        return _Inputs(train_set, test_set, classes, None, {})
+    loaded, described = user_models(settings.models, settings.trust_pickle)
+    (name, user), = loaded.items()
+    check_classifier(user, name, train_set.x, classes)
+    return _Inputs(train_set, test_set, classes, user, described)
+
+
+def _unlearn(settings: UnlearnPreset, inputs: _Inputs, out: Path, store: Store) -> None:
+    train_set, test_set, classes, user, described = (inputs.train, inputs.test, inputs.classes, inputs.user,
+                                                      inputs.described)
     print(f"data {settings.data}: {train_set.describe()}; test {len(test_set)}", flush=True)
     store.put("inputs", {"what": "data"}, {"description": f"{train_set.describe()}; {len(test_set)} test images"})
-    user = None
     if settings.models:
-        loaded, described = user_models(settings.models, settings.trust_pickle, store)
-        (name, user), = loaded.items()
-        check_classifier(user, name, train_set.x, classes)
+        check_same_weights(described, store)
+        name, = described
         store.put("inputs", {"what": f"model {name}"}, described[name])
     else:
         store.put("inputs", {"what": "originals"},

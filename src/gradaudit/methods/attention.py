@@ -124,8 +124,12 @@ class AttentionRollout(AttentionMethod):
     """Attention rollout (Abnar & Zuidema 2020), Chefer's ``compute_rollout_attention``.
 
     head_fusion: how a layer's heads become one matrix: "mean" (the paper), "max" or "min".
-    discard: the fraction (in [0, 1)) of each layer's smallest fused weights set to 0 before the
-        identity is added (Gildenblat's vit-explain; the diagonal is kept).
+    discard: the fraction (in [0, 1)) of each layer's fused weights to set to 0 before the identity is
+        added, Gildenblat's vit-explain rule per example: the int(T^2 x discard) smallest of the [T, T]
+        matrix, except element [0, 0] (when it is among them, one fewer is dropped).
+    Each layer's (fused + I) is normalised by rows, as Abnar & Zuidema, on purpose unlike vit-explain's
+    ``a / a.sum(dim=-1)``, which on its [1, T, T] divides column j by row j's sum (the same only when every
+    row of the fused matrix sums to 1: mean fusion without discard).
     No gradient is taken, so integer token ids are accepted as inputs.
     """
 
@@ -148,7 +152,8 @@ class AttentionRollout(AttentionMethod):
             flat = fused.flatten(1)
             drop = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, flat.topk(count, 1, largest=False).indices,
                                                                      True)
-            fused = fused.masked_fill(drop.view_as(fused) & ~_eye(fused).bool(), 0.0)
+            drop[:, 0] = False                                    # element [0, 0] is kept, as vit-explain
+            fused = flat.masked_fill(drop, 0.0).view_as(fused)
         return fused
 
     def _joint(self, attentions, gradients):
@@ -181,7 +186,9 @@ class AttnLRP(InputGradientMethod):
         gradient, v a half) or "cp" (conservative propagation, Ali et al. 2022: the attention
         probabilities held constant, relevance only through the values).
     Input-shaped, like InputXGradient. Relevances sum to the explained score up to what biases,
-    position embeddings and (for "attnlrp") the softmax absorb.
+    position embeddings and (for "attnlrp") the softmax absorb. A model without attention the rules can
+    catch (no softmax and product q k^T through torch's Python API: a CNN, torch's nn.TransformerEncoder)
+    is refused with a ValueError, never explained by the activation and norm rules alone.
     """
 
     variant: str = "attnlrp"

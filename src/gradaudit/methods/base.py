@@ -56,7 +56,8 @@ class Method:
 
     def _run(self, model, inputs, target, batch_size, body, forward_args=()):
         """Validate, prepare the model, and call ``body(model, x, target, chunk)``; several inputs
-        are packed into one tensor for the body and the result unpacked (see ``engine.packing``)."""
+        are packed into one tensor for the body and the result unpacked (see ``engine.packing``).
+        A non-finite attribution is refused (``check_finite``), never returned."""
         check_model(model)
         check_batch_size(batch_size)
         with packed(model, inputs, forward_args) as (model, x, unpack):
@@ -65,10 +66,23 @@ class Method:
             with prepared(model):
                 chunk = batch_size or (auto_rows(model, x) if self.needs_gradients else len(x))
                 result = body(model, x, resolved, chunk)
+            check_finite(self, result[0] if isinstance(result, tuple) else result)
             return (unpack(result[0]), *result[1:]) if isinstance(result, tuple) else unpack(result)
 
     def _explain(self, model: nn.Module, x: Tensor, target: Target, chunk: int) -> Tensor:
         raise NotImplementedError
+
+
+def check_finite(method: Method, attr: Tensor) -> None:
+    """A ValueError naming ``method`` and the first example whose attribution (``attr`` [B, ...]) holds a
+    NaN or an infinity."""
+    finite = torch.isfinite(attr.reshape(len(attr), -1)).all(1)
+    if not bool(finite.all()):
+        row = int(finite.logical_not().nonzero()[0, 0])
+        count = int(torch.isfinite(attr[row]).logical_not().sum())
+        raise ValueError(f"{method!r} gave a non-finite attribution: example {row} (of {len(attr)}) holds {count} "
+                         "NaN or infinite values (check the model's output and gradient for it; half precision "
+                         "overflows sooner)")
 
 
 def broadcast_baseline(baseline, x: Tensor) -> Tensor:

@@ -56,7 +56,8 @@ class InputXGradient(InputGradientMethod):
 class GuidedBackprop(InputGradientMethod):
     """Guided backpropagation (Springenberg et al. 2015): at each ReLU-like activation only
     positive gradients pass, grad_in = ReLU(f'(x) * grad_out). Works with in-place ReLUs and
-    with SiLU, GELU, ELU, LeakyReLU and PReLU by the same rule."""
+    with SiLU, GELU, ELU, LeakyReLU and PReLU by the same rule. A model in which the engine catches
+    no such activation is refused with a ValueError (never the plain gradient)."""
 
     rule: ClassVar[str] = "guided"
 
@@ -64,6 +65,6 @@ class GuidedBackprop(InputGradientMethod):
 @dataclass(frozen=True)
 class Deconvnet(InputGradientMethod):
     """Deconvnet (Zeiler & Fergus 2014): at each ReLU-like activation grad_in = ReLU(grad_out),
-    ignoring the forward mask."""
+    ignoring the forward mask. Refused, as GuidedBackprop, where no such activation is caught."""
 
     rule: ClassVar[str] = "deconvnet"

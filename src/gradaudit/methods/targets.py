@@ -84,8 +84,10 @@ class BoxScore(Target):
     one dict per image holding ``boxes`` [P, 4] (x1, y1, x2, y2), ``labels`` [P] and ``scores`` [P].
 
     For each reference box (``boxes`` [M, 4] with ``labels`` [M], the same for every image, or lists of
-    them, one per image) the predicted box of the same label with the highest IoU, if that IoU is at least
-    ``iou``, contributes IoU + its score (pytorch-grad-cam's ``FasterRCNNBoxScoreTarget``); the image's
+    them, one per image) the predicted box with the highest IoU (the first of equals) contributes IoU + its
+    score when that IoU is above ``iou`` and its label is the reference's, pytorch-grad-cam's
+    ``FasterRCNNBoxScoreTarget`` rule: a better-overlapping box of another label makes the reference
+    contribute 0 (the detection there changed class); no other box of its label stands in. The image's
     score is the sum. An image where no reference is matched scores 0, with a warning.
     """
 
@@ -99,8 +101,8 @@ class BoxScore(Target):
             if not isinstance(label, Tensor) or label.shape != box.shape[:1]:
                 raise ValueError(f"BoxScore labels must be a tensor [M] with one label per box ({len(box)}); got "
                                  f"{_shape(label)}")
-        if not 0 <= iou <= 1:
-            raise ValueError(f"BoxScore iou must be a threshold in [0, 1]; got {iou!r}")
+        if not 0 <= iou < 1:
+            raise ValueError(f"BoxScore iou must be a threshold in [0, 1) (a match needs IoU > iou); got {iou!r}")
         self.pairs, self.per_image, self.iou = pairs, per_image, float(iou)
 
     def scores(self, output, rows):
@@ -115,16 +117,16 @@ class BoxScore(Target):
             matched = False
             if len(predicted["boxes"]):
                 overlap = box_iou(boxes.to(predicted["boxes"]), predicted["boxes"])
-                same = labels.to(predicted["labels"].device)[:, None] == predicted["labels"][None, :]
-                candidates = torch.where(same, overlap.detach(), torch.full_like(overlap, -1.0))
-                best, index = candidates.max(1)
-                for reference in torch.nonzero(best >= self.iou).flatten().tolist():
+                index = overlap.detach().argmax(1)                               # the best box, whatever its label
+                best = overlap.detach().gather(1, index[:, None])[:, 0]
+                same = labels.to(predicted["labels"].device) == predicted["labels"][index]
+                for reference in torch.nonzero((best > self.iou) & same).flatten().tolist():
                     chosen = index[reference]
                     score = score + overlap[reference, chosen] + predicted["scores"][chosen]
                     matched = True
             if not matched:
-                warnings.warn(f"BoxScore: no predicted box matches a reference box of image {row} (same label, IoU "
-                              f">= {self.iou}); its score is 0", stacklevel=2)
+                warnings.warn(f"BoxScore: no predicted box matches a reference box of image {row} (the box of "
+                              f"highest IoU has IoU > {self.iou} and the same label); its score is 0", stacklevel=2)
             found.append(score)
         return torch.stack(found)
 
