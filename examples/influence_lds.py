@@ -1,4 +1,4 @@
-"""The linear datamodeling score (Park et al. 2023) of the README's table: multinomial logistic regression
+"""The linear datamodeling score (Park et al. 2023) of the table in docs/influence.md: multinomial logistic regression
 (Flatten + Linear) on scikit-learn's 8x8 digits, N = 200 training examples, 16 queries, 20 half-subsets, each
 retrained with Adam (lr 0.05, 30 epochs, batch 64); damping 0.01 for exact and ekfac, the random and identity
 controls beside them; then each strategy against the controls, paired over queries.

@@ -1,4 +1,4 @@
-"""Koh & Liang's leave-one-out check of influence scores (the README's table): multinomial logistic
+"""Koh & Liang's leave-one-out check of influence scores (the table in docs/influence.md): multinomial logistic
 regression on scikit-learn's 8x8 digits, N = 300 training examples, 10 queries, 30 removals, each
 strategy against retraining to convergence. Run: python examples/influence_loo.py (about 5 s)."""
 

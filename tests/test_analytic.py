@@ -8,7 +8,7 @@ from nets import double, gap_cnn, smooth_cnn
 from torch import nn
 
 import gradaudit as ga
-from gradaudit.methods.grid import AGGREGATES, VIRTUALS
+from gradaudit.methods.layer_saliency import AGGREGATES, VIRTUALS
 
 
 def linear_model():
@@ -90,7 +90,7 @@ def _aggregate(values, aggregate):
 @pytest.mark.parametrize("virtual", VIRTUALS)
 @pytest.mark.parametrize("aggregate", AGGREGATES)
 def test_every_grid_cell_equals_brute_force(virtual, aggregate):
-    from gradaudit.methods.grid import grid_map
+    from gradaudit.methods.layer_saliency import grid_map
 
     a, g = _layer_pair()
     assert_close_rel(grid_map(a, g, virtual, aggregate), _aggregate(_materialised(a, g, virtual), aggregate), 1e-10)

@@ -1,5 +1,5 @@
-"""The layering is checked: the import contract holds, fails on a climbing import, and no module
-imports a private name from another package."""
+"""The layering is checked: the import contracts hold, fail on a climbing import, no module imports a
+private name from another package, and no chain of imports (function-level ones included) comes back round."""
 
 import ast
 import os
@@ -59,13 +59,71 @@ def test_no_module_imports_a_private_name_from_another_package():
     assert offences == []
 
 
+def _module_of(path: Path, package: Path) -> str:
+    return ".".join(path.relative_to(package.parent).with_suffix("").parts).removesuffix(".__init__")
+
+
+def _import_graph(package: Path) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports, read from the source of every module: imports inside
+    functions count as much as those at the top. ``from X import name`` imports the module X.name where
+    there is one, else X (as import-linter reads it)."""
+    paths = {_module_of(path, package): path for path in package.rglob("*.py")}
+    graph = {}
+    for module, path in paths.items():
+        here = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = (".".join(here[:len(here) - node.level + 1] + ([node.module] if node.module else []))
+                        if node.level else node.module or "")
+                found |= {f"{base}.{alias.name}" if f"{base}.{alias.name}" in paths else base for alias in node.names}
+        graph[module] = {target for target in found if target in paths and target != module}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One chain of imports that comes back to where it started (depth first), or None."""
+    state, path = {}, []
+
+    def visit(module):
+        state[module] = "open"
+        path.append(module)
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                return path[path.index(target):] + [target]
+            if target not in state and (found := visit(target)):
+                return found
+        state[module] = "done"
+        path.pop()
+        return None
+
+    for module in sorted(graph):
+        if module not in state and (found := visit(module)):
+            return found
+    return None
+
+
+def test_no_import_cycle_among_the_package_modules_function_level_imports_included(tmp_path):
+    assert _cycle(_import_graph(PACKAGE)) is None
+    copy = tmp_path / "gradaudit"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    attention = copy / "engine" / "attention.py"
+    attention.write_text(attention.read_text() + "\n\ndef _late():\n    from .backprop import backprop\n\n"
+                         "    return backprop\n")       # the cut the engine once had: backprop -> rules -> ...
+    found = _cycle(_import_graph(copy))
+    assert found is not None and {"gradaudit.engine.attention", "gradaudit.engine.backprop"} <= set(found)
+
+
 def test_every_subpackage_the_readme_uses_as_ga_name_is_reachable_so():
     import re
     import types
 
     import gradaudit as ga
 
-    used = set(re.findall(r"\bga\.([a-z_]+)\.", (ROOT / "README.md").read_text()))
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    used = set(re.findall(r"\bga\.([a-z_]+)\.", "\n".join(page.read_text() for page in pages)))
     assert "data" in used
     for name in used | set(ga.SUBPACKAGES):
         assert getattr(ga, name) is not None, name          # ga.config is an object, the rest subpackages

@@ -129,9 +129,9 @@ def test_recommend_ranks_methods_for_a_user_model(tmp_path):
 
 def test_audit_with_faithfulness_stores_and_reports_it(tmp_path):
     from gradaudit.jobs.audit import run
-    from gradaudit.jobs.presets import preset
+    from gradaudit.jobs.presets import COMMANDS
 
-    run(preset("tiny", faithfulness=True, fractions=(0.1,), methods=("saliency",)), tmp_path)
+    run(COMMANDS["audit"].preset("tiny", faithfulness=True, fractions=(0.1,), methods=("saliency",)), tmp_path)
     store = Store(tmp_path / "results.sqlite")
     rows = store.rows("local_faithfulness")
     assert {r["model"] for r in rows} == {"standard/0", "standard/1", "robust/0", "robust/1"}

@@ -12,7 +12,7 @@ import torch
 import gradaudit.audit.metrics as metrics
 from gradaudit.cli import main
 from gradaudit.jobs import evaluate
-from gradaudit.jobs.presets import evaluate_preset
+from gradaudit.jobs.presets import COMMANDS
 
 TINY = ["evaluate", "--preset", "tiny"]
 
@@ -100,7 +100,7 @@ def test_bad_arguments_are_one_error_line(tmp_path, capsys, arguments, message):
 
 
 def test_data_without_masks_runs_every_other_metric(tmp_path):
-    settings = evaluate_preset("tiny", data="mnist")
+    settings = COMMANDS["evaluate"].preset("tiny", data="mnist")
     test_set = type("Digits", (), {"x": torch.zeros(2, 1, 4, 4)})()
     assert evaluate.chosen_metrics(settings, test_set) == ("insertion", "deletion", "infidelity", "sensitivity",
                                                            "faithfulness", "monotonicity", "road")

@@ -12,14 +12,9 @@ from nets import small_cnn
 from torch import nn
 
 import gradaudit as ga
-from gradaudit.audit.correlation import (
-    correlation_scores,
-    faithfulness_correlation,
-    insertion_probabilities,
-    monotonicity,
-    random_subsets,
-)
-from gradaudit.audit.stability import sensitivity_max, sensitivity_scores, uniform_noise
+from gradaudit.audit.faithfulness_correlation import correlation_scores, faithfulness_correlation, random_subsets
+from gradaudit.audit.monotonicity import insertion_probabilities, monotonicity
+from gradaudit.audit.sensitivity_max import sensitivity_max, sensitivity_scores, uniform_noise
 from gradaudit.store import Store
 
 

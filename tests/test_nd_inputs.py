@@ -13,7 +13,7 @@ from torch import nn
 
 import gradaudit as ga
 from gradaudit.maps import heatmap, minmax
-from gradaudit.methods.grid import AGGREGATES, VIRTUALS, grid_map
+from gradaudit.methods.layer_saliency import AGGREGATES, VIRTUALS, grid_map
 from gradaudit.methods.perturb import feature_ids, ridge
 from gradaudit.report.figures import CAM_ZERO_NOTE, MAX_SLICES, grid_figure
 

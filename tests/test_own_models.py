@@ -89,11 +89,11 @@ def test_cifar10_binaries_with_batchnorm_models_a_layer_method_and_a_recipe(tmp_
 
 def test_without_models_the_pair_is_trained_on_the_users_data(tmp_path):
     from gradaudit.jobs.audit import run
-    from gradaudit.jobs.presets import preset
+    from gradaudit.jobs.presets import COMMANDS
 
     npz_file(tmp_path / "d.npz")
-    run(preset("tiny", data=f"npz:{tmp_path / 'd.npz'}", methods=("saliency", "random"), fractions=(0.2,),
-               seeds_per_model=1), tmp_path / "run")
+    run(COMMANDS["audit"].preset("tiny", data=f"npz:{tmp_path / 'd.npz'}", methods=("saliency", "random"),
+                                  fractions=(0.2,), seeds_per_model=1), tmp_path / "run")
     saved = Store(tmp_path / "run" / "results.sqlite")
     try:
         assert {r["model"] for r in saved.rows("models")} == {"standard/0", "robust/0"}

@@ -200,8 +200,7 @@ def test_explain_out_dir_is_not_touched_by_a_bad_model_or_layer(tmp_path, capsys
 
 
 def test_each_preset_writes_its_own_default_folder_and_the_demos_use_it():
-    from gradaudit.jobs.influence import INFLUENCE_PRESETS
-    from gradaudit.jobs.presets import EVALUATE_PRESETS, PRESETS, UNLEARN_PRESETS
+    from gradaudit.jobs.presets import EVALUATE_PRESETS, INFLUENCE_PRESETS, PRESETS, UNLEARN_PRESETS
 
     commands = {"audit": PRESETS, "unlearn": UNLEARN_PRESETS, "evaluate": EVALUATE_PRESETS,
                 "influence": INFLUENCE_PRESETS}

@@ -11,8 +11,9 @@ from nets import small_cnn
 
 import gradaudit as ga
 from gradaudit import audit
-from gradaudit.audit.common import memo
+from gradaudit.audit.common import explain_rows, memo
 from gradaudit.keys import fingerprint, key, tensor_digest
+from gradaudit.maps import heatmap
 from gradaudit.store import Store
 
 
@@ -175,3 +176,27 @@ def test_callables_are_keyed_by_name_code_and_closure():
 def test_an_undescribable_argument_is_named():
     with pytest.raises(TypeError, match=r"cannot key arguments\['thing'\]: a generator"):
         key("toy", {"thing": (i for i in range(3))})
+
+
+
+class _NaNWhereMarked(ga.Method):
+    """Ones everywhere, NaN for the examples whose first pixel is 7 (the marked ones)."""
+
+    needs_gradients = False
+
+    def _explain(self, model, x, target, chunk):
+        attribution = torch.ones_like(x)
+        attribution[x[:, 0, 0, 0] == 7] = float("nan")
+        return attribution
+
+
+def test_a_method_s_non_finite_attribution_names_the_dataset_row(tmp_path):
+    data = _data(n=6)
+    data.x[5, 0, 0, 0] = 7
+    with pytest.raises(ValueError, match=r"bad gave a non-finite attribution for image 5 of 6"):
+        explain_rows(_NaNWhereMarked(), small_cnn(), data.x, None, heatmap, "bad", batch=2)
+    store = Store(tmp_path / "results.sqlite")
+    with pytest.raises(ValueError, match=r"bad gave a non-finite attribution for image 5 of 6"):
+        audit.relevance_mass({"bad": _NaNWhereMarked()}, small_cnn(), data, store=store)
+    assert store.rows("relevance_mass") == []
+    store.close()

@@ -5,7 +5,7 @@ import torch
 
 from gradaudit import audit, data
 from gradaudit.jobs.audit import run
-from gradaudit.jobs.presets import PRESETS, preset
+from gradaudit.jobs.presets import COMMANDS, PRESETS
 from gradaudit.report.reading import claims
 from gradaudit.store import Store
 
@@ -41,7 +41,8 @@ def test_synthetic_preset_reproduces_the_sign_pattern(tmp_path):
     """``gradaudit audit --preset synthetic`` with fewer epochs (same recipe otherwise): the standard
     net inverts (quality < 0), the robust one ranks the signal first and aligns with x."""
     recipe = PRESETS["synthetic"].standard_recipe
-    settings = preset("synthetic", standard_recipe={**recipe, "epochs": 10}, robust_recipe={**recipe, "epochs": 40})
+    settings = COMMANDS["audit"].preset("synthetic", standard_recipe={**recipe, "epochs": 10},
+                                        robust_recipe={**recipe, "epochs": 40})
     run(settings, tmp_path)
     store = Store(tmp_path / "results.sqlite")
     rows = {r["model"]: r for r in store.rows("signal_coordinate")}

@@ -118,9 +118,10 @@ def _beats(scores, other, where) -> float:
 
 @pytest.mark.slow
 def test_the_sequence_stating_a_fact_ranks_first_and_ekfac_beats_identity(trained, tokenizer):
-    """The README's fact-retrieval numbers (one model, one seed; the intervals are over facts). Measured with
-    torch 2.13 on CPU, one thread: EK-FAC 40/40 [0.91, 1.00], K-FAC 40/40, diagonal 25/40 [0.46, 0.77] (one
-    fact there is a near-tie, 0.3% of the scores' scale, so 24-26 is allowed), identity 14/40 [0.21, 0.52]."""
+    """The fact-retrieval numbers in docs/influence.md (one model, one seed; the intervals are over facts).
+    Measured with torch 2.13 on CPU, one thread: EK-FAC 40/40 [0.91, 1.00], K-FAC 40/40, diagonal 25/40 [0.46,
+    0.77] (one fact there is a near-tie, 0.3% of the scores' scale, so 24-26 is allowed), identity 14/40
+    [0.21, 0.52]."""
     model, texts, where = trained
     prompts, completions = _queries()
     with torch.no_grad():

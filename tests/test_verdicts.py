@@ -4,7 +4,7 @@ import pytest
 from scipy import stats
 
 from gradaudit.jobs.audit import run
-from gradaudit.jobs.presets import preset
+from gradaudit.jobs.presets import COMMANDS
 from gradaudit.report.reading import claims
 from gradaudit.store import Store
 
@@ -46,7 +46,7 @@ def check_words(found):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_tiny_preset_verdicts_follow_their_stored_rows(tmp_path, seed):
-    run(preset("tiny", seed=seed, methods=("saliency", "random")), tmp_path)
+    run(COMMANDS["audit"].preset("tiny", seed=seed, methods=("saliency", "random")), tmp_path)
     store = Store(tmp_path / "results.sqlite")
     results = {audit: store.rows(audit) for audit in store.audits()}
     found = {c.key: c for c in claims(results)}
@@ -60,7 +60,7 @@ def test_tiny_preset_verdicts_follow_their_stored_rows(tmp_path, seed):
     assert (claim.interval.low, claim.interval.high) == pytest.approx((welch.low, welch.high))
     assert {"signal_mass:Saliency:standard-top-vs-random", "diffroar:Saliency:robust-vs-standard"} <= set(found)
     if seed == 0:                  # same command, seed, machine and threads: identical numbers
-        run(preset("tiny", seed=seed, methods=("saliency", "random")), tmp_path / "again")
+        run(COMMANDS["audit"].preset("tiny", seed=seed, methods=("saliency", "random")), tmp_path / "again")
         again = Store(tmp_path / "again" / "results.sqlite")
         for audit in set(results) - {"settings"}:
             assert again.rows(audit) == results[audit], audit

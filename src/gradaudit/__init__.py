@@ -46,7 +46,7 @@ SUBPACKAGES = ("audit", "data", "models", "train", "unlearn", "text", "report", 
 
 
 def __getattr__(name: str):
-    """``ga.data``, ``ga.audit``, ... as the README writes them, imported on first use (import time stays
+    """``ga.data``, ``ga.audit``, ... as the docs write them, imported on first use (import time stays
     that of the methods alone)."""
     if name in SUBPACKAGES:
         import importlib

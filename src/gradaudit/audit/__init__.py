@@ -1,19 +1,20 @@
 """Audits that say whether to believe an attribution: each returns an ``AuditResult``."""
 
-from .correlation import faithfulness_correlation, monotonicity
-from .faithfulness import Neighbourhood, Recommendation, local_faithfulness, recommendation
+from .class_sensitivity import class_sensitivity
+from .faithfulness_correlation import faithfulness_correlation
 from .groundtruth import signal_coordinate, signal_mass
 from .imputation import noisy_linear_impute
 from .influence_checks import lds, loo_correlation, mislabel_detection
+from .local_faithfulness import Neighbourhood, Recommendation, local_faithfulness, recommendation
 from .metric_audit import DIRECTIONS, krippendorff_alpha, metric_audit
 from .metrics import infidelity, insertion_deletion, pointing_game, relevance_mass, relevance_rank
+from .monotonicity import monotonicity
 from .profiles import activation_profiles, class_profiles
 from .results import AuditResult
 from .road import road
 from .roar import blurred, diffroar, mask_leak
 from .sanity import randomization
-from .sensitivity import class_sensitivity
-from .stability import sensitivity_max
+from .sensitivity_max import sensitivity_max
 from .stats import Interval, difference_interval, mean_interval, verdict
 from .unlearning import mia_efficacy, unlearning
 

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..errors import NonFiniteAttribution
 from ..keys import fingerprint, key
 from ..maps import heatmap
 from ..methods import LayerMethod, Method
@@ -30,18 +31,31 @@ def named_methods(methods) -> dict[str, Method]:
     return {method_name(m): m for m in methods}
 
 
+def explain_rows(method: Method, model: nn.Module, x: Tensor, targets: Tensor | None,
+                 pool: Callable[[Tensor], Tensor], name: str, batch: int = 200, desc: str = "") -> Tensor:
+    """``pool`` of ``method``'s attribution of every row of ``x`` [N, ...] for ``targets`` [N] (None: predicted),
+    explained ``batch`` rows at a time and concatenated ([N, ...]). A non-finite attribution is a
+    ValueError naming ``name`` and the row of ``x`` it belongs to."""
+    parts = []
+    for start in tqdm(range(0, len(x), batch), desc=desc or "explaining", leave=False, mininterval=1.0, disable=None):
+        target = None if targets is None else targets[start:start + batch]
+        try:
+            attribution = method(model, x[start:start + batch], target)
+        except NonFiniteAttribution as error:
+            raise ValueError(f"{name} gave a non-finite attribution for image {start + error.example} of "
+                             f"{len(x)}; nothing was stored") from error
+        parts.append(pool(attribution.detach()))
+    return torch.cat(parts)
+
+
 def importance(method: Method, model: nn.Module, x: Tensor, y: Tensor | None, batch: int = 200,
                desc: str = "", absolute: bool = True) -> Tensor:
     """Per-pixel importance [N, H, W] for every image of ``x`` [N, C, H, W], explained for labels
     ``y`` (None: predicted): ``heatmap`` of the attribution (|.| summed over channels for
     input-space maps), and its absolute value unless ``absolute=False`` (the map as the method
     gives it: a signed layer map stays signed)."""
-    maps = []
-    for start in tqdm(range(0, len(x), batch), desc=desc or "explaining", leave=False, mininterval=1.0, disable=None):
-        target = None if y is None else y[start:start + batch]
-        m = heatmap(method(model, x[start:start + batch], target)).float()
-        maps.append(m.abs() if absolute else m)
-    return finite_maps(torch.cat(maps), method_name(method))
+    maps = explain_rows(method, model, x, y, heatmap, method_name(method), batch, desc).float()
+    return finite_maps(maps.abs() if absolute else maps, method_name(method))
 
 
 def finite_maps(maps: Tensor, name: str) -> Tensor:

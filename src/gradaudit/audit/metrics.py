@@ -29,7 +29,7 @@ from ..engine.backprop import predicted_classes
 from ..engine.target import Classes, Target
 from ..maps import heatmap, resize
 from ..store import Store
-from .common import call_arguments, finite_maps, per_method, rank_pixels
+from .common import call_arguments, explain_rows, finite_maps, per_method, rank_pixels
 from .results import AuditResult
 from .stats import mean_interval
 
@@ -49,12 +49,11 @@ def explained_maps(value, model: nn.Module, x: Tensor, classes: Tensor, pool: Ca
                              f"got {list(value.shape)}")
         maps = value[:len(x)].detach().float().to(x.device)
     else:
-        maps = torch.cat([pool(value(model, x[s:s + batch], classes[s:s + batch]).detach()).float()
-                          for s in range(0, len(x), batch)])
+        maps = explain_rows(value, model, x, classes, pool, name, batch).float()
     return resize(finite_maps(maps, name), x.shape[-2:])
 
 
-def _absolute(attribution: Tensor) -> Tensor:
+def absolute_map(attribution: Tensor) -> Tensor:
     """|attribution| summed over channels ([B, C, H, W]) or of a layer map ([B, h, w])."""
     return heatmap(attribution).abs()
 
@@ -126,6 +125,15 @@ def image_data(data, limit: int | None):
     return data, x
 
 
+def explained_classes(model: nn.Module, data, x: Tensor) -> Tensor:
+    """The class explained and scored for each image of ``x`` [N, ...]: the data's label where it has one
+    label per image, else (multi-hot labels) the class ``model`` predicts on the clean image. LongTensor [N]."""
+    if data.y is not None and data.y.ndim == 1:
+        return data.y[:len(x)].to(x.device)
+    with prepared(model):
+        return predicted_classes(model, x, auto_rows(model, x[:1], gradients=False))
+
+
 def insertion_deletion(methods, model: nn.Module, data, *, step: int | None = None, substrate="blur",
                        probability: bool = True, limit: int | None = None, seed: int = 0, model_name: str = "model",
                        store: Store | None = None) -> AuditResult:
@@ -166,7 +174,7 @@ def insertion_deletion(methods, model: nn.Module, data, *, step: int | None = No
     fractions = [min(k * step, pixels) / pixels for k in range(math.ceil(pixels / step) + 1)]
 
     def compute(method, name):
-        maps = explained_maps(method, model, x, classes, _absolute, name)
+        maps = explained_maps(method, model, x, classes, absolute_map, name)
         curves = {mode: causal_curves(model, x, maps, classes, start, finish, step, probability, seed).double()
                   for mode, start, finish in (("insertion", blurred, x), ("deletion", x, torch.zeros_like(x)))}
         areas = {mode: auc(curve) for mode, curve in curves.items()}
@@ -238,7 +246,7 @@ def pointing_game(methods, model: nn.Module, data, *, masks: Tensor | None = Non
     labels = _labels(data, x, "pointing_game")
 
     def compute(method, name):
-        hits = pointing_hits(explained_maps(method, model, x, labels, _absolute, name), masks, tolerance).double()
+        hits = pointing_hits(explained_maps(method, model, x, labels, absolute_map, name), masks, tolerance).double()
         per_class = {str(int(c)): hits[labels == c].mean().item() for c in labels.unique()}
         return {"accuracy": sum(per_class.values()) / len(per_class), "class_accuracy": per_class,
                 **mean_interval(hits).as_row("hit_rate"), "hit_rate_each": hits.tolist(), "images": len(x)}
@@ -247,7 +255,7 @@ def pointing_game(methods, model: nn.Module, data, *, masks: Tensor | None = Non
     return AuditResult("pointing_game", per_method(store, "pointing_game", methods, call, label, compute))
 
 
-POOLS = {"positive": _positive, "absolute": _absolute}
+POOLS = {"positive": _positive, "absolute": absolute_map}
 
 
 def mass_in_mask(relevance: Tensor, masks: Tensor) -> Tensor:
@@ -415,8 +423,7 @@ def infidelity(methods, model: nn.Module, data, *, perturbation="square", sample
             attributions = method[:len(x)].detach().to(x.device, x.dtype)
             attributions = attributions[:, None] if attributions.ndim == 3 else attributions
         else:
-            attributions = torch.cat([method(model, x[s:s + 200], classes[s:s + 200]).detach()
-                                      for s in range(0, len(x), 200)])
+            attributions = explain_rows(method, model, x, classes, lambda a: a, name)
         if attributions.ndim != 4 or len(attributions) != len(x) or attributions.shape[2:] != x.shape[2:]:
             raise ValueError(f"infidelity needs attributions of the input's shape {list(x.shape)} (or "
                              f"[N, H, W]); {name} gives {list(attributions.shape)}")

@@ -3,6 +3,8 @@ DataFrame of its rows -> matplotlib figure. ``PLOTTERS`` maps each name to its p
 
 from __future__ import annotations
 
+from .stats import mean_interval
+
 
 def _axes(ax, ncols=1, width=4.5):
     import matplotlib
@@ -120,8 +122,6 @@ def _means_with_intervals(table, value, group, ax, title, ylabel):
     """Bars of ``value``'s mean per ``group`` value, one colour per scenario, with 95% intervals."""
     import numpy as np
 
-    from .stats import mean_interval
-
     fig, axes = _axes(ax, 1, width=8)
     axis = axes[0]
     table = table[table[value].notna()]
@@ -163,8 +163,6 @@ def _summarised(table, keys: list[str], value: str):
     import math
 
     import pandas as pd
-
-    from .stats import mean_interval
 
     out = []
     for key, part in table.groupby(keys, sort=False):

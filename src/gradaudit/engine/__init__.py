@@ -3,9 +3,10 @@
 Only this package touches hooks and autograd internals; methods are recipes on top of it.
 """
 
-from .backprop import LayerOutput, Pass, RowConditioned, backprop, observe, predict, select_rows, survey
+from .backprop import LayerOutput, Pass, backprop, observe, predict, survey
 from .chunks import auto_rows, sample_scores, sample_sum
 from .edit import edited_output
+from .forward import RowConditioned, select_rows
 from .guard import prepared
 from .probe import resolve_layer
 from .target import Contrast, Target, as_target

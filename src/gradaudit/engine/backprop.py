@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .forward import run_model
 from .probe import Probe
 from .rules import modified
-from .target import Target, _logits
+from .target import Target, class_logits
 
 
 @dataclass
@@ -21,38 +22,6 @@ class Pass:
     input_grad: Tensor | None
     activations: list[Tensor]
     gradients: list[Tensor]
-
-
-class RowConditioned(nn.Module):
-    """A model whose forward also needs the example each row belongs to: ``forward(x, rows)``
-    with ``rows`` LongTensor[R]. Token sequences are one case: every example has its own
-    attention mask and fixed continuation, while methods expand rows along samples."""
-
-    def select(self, rows: Tensor) -> RowConditioned:
-        """This model for a new batch whose example i is example ``rows[i]`` of this one."""
-        return _SelectedRows(self, rows)
-
-
-class _SelectedRows(RowConditioned):
-    def __init__(self, base: RowConditioned, rows: Tensor):
-        super().__init__()
-        self.base, self.index = base, rows
-        self.training = base.training
-
-    def forward(self, x, rows):
-        return self.base(x, self.index[rows.to(self.index.device)])
-
-
-def select_rows(model: nn.Module, rows: Tensor) -> nn.Module:
-    """``model`` for a batch whose example i is example ``rows[i]`` (unchanged unless row-conditioned)."""
-    return model.select(rows) if isinstance(model, RowConditioned) else model
-
-
-def _forward(model: nn.Module, x: Tensor, rows: Tensor):
-    try:
-        return model(x, rows) if isinstance(model, RowConditioned) else model(x)
-    except RuntimeError as err:
-        raise ValueError(f"model(inputs) failed for inputs with per-example shape {list(x.shape[1:])}: {err}") from err
 
 
 def backprop(model: nn.Module, x: Tensor, target: Target, rows: Tensor, *, layers=(),
@@ -69,7 +38,7 @@ def backprop(model: nn.Module, x: Tensor, target: Target, rows: Tensor, *, layer
     leaf = x.detach().requires_grad_(wrt_input)
     with Probe(layers) as probe, modified(rule, model) as mode, torch.enable_grad():
         # The clone lets a model modify its input in place without touching the leaf.
-        output = _forward(model, leaf.clone() if wrt_input else leaf, rows)
+        output = run_model(model, leaf.clone() if wrt_input else leaf, rows)
         missing = None if mode is None else mode.missing()
         if missing:
             raise ValueError(f"{type(getattr(model, 'explained_model', model)).__name__}: {missing}")
@@ -92,7 +61,7 @@ def predict(model: nn.Module, x: Tensor, target: Target, chunk: int) -> Tensor:
     out = []
     for start in range(0, len(x), chunk):
         rows = torch.arange(start, min(start + chunk, len(x)), device=x.device)
-        out.append(target.scores(_forward(model, x[start:start + chunk], rows), rows))
+        out.append(target.scores(run_model(model, x[start:start + chunk], rows), rows))
     return torch.cat(out)
 
 
@@ -100,7 +69,7 @@ def predicted_classes(model: nn.Module, x: Tensor, chunk: int) -> Tensor:
     """LongTensor[B]: the class the model predicts for each example."""
     rows = torch.arange(len(x), device=x.device)
     with torch.no_grad():
-        return torch.cat([_logits(_forward(model, x[s:s + chunk], rows[s:s + chunk])).argmax(1)
+        return torch.cat([class_logits(run_model(model, x[s:s + chunk], rows[s:s + chunk])).argmax(1)
                           for s in range(0, len(x), chunk)])
 
 
@@ -108,7 +77,7 @@ def predicted_classes(model: nn.Module, x: Tensor, chunk: int) -> Tensor:
 def observe(model: nn.Module, x: Tensor, rows: Tensor, layers) -> list[Tensor]:
     """Outputs of ``layers`` (list of ``(name, module)``) on one gradient-free forward of ``x`` [R, ...]."""
     with Probe(layers) as probe:
-        _forward(model, x, rows)
+        run_model(model, x, rows)
         return [a.detach() for a in probe.activations()]
 
 
@@ -145,7 +114,7 @@ def survey(model: nn.Module, x: Tensor) -> list[LayerOutput]:
     try:
         for name, module in named:
             handles.append(module.register_forward_hook(record(name, module)))
-        _forward(model, x[:1], torch.zeros(1, dtype=torch.long, device=x.device))
+        run_model(model, x[:1], torch.zeros(1, dtype=torch.long, device=x.device))
     finally:
         for handle in handles:
             handle.remove()

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from .backprop import _forward
+from .forward import run_model
 from .guard import prepared
 from .probe import Probe
 
@@ -58,7 +58,7 @@ class Capture:
         self._recorder = _Recorder(self.layers)
         rows = torch.arange(len(x), device=x.device)
         with self._recorder, torch.enable_grad():
-            output = _forward(self.model, x, rows)
+            output = run_model(self.model, x, rows)
         self._outputs = self._recorder.activations()
         return output
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import config
-from .backprop import _forward
+from .forward import run_model
 
 _row_bytes: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 
@@ -61,7 +61,7 @@ def sample_scores(model: nn.Module, target, n_examples: int, n_samples: int, chu
     """
     scores = None
     for _, examples, samples in chunk_rows(n_examples, n_samples, chunk, device):
-        out = target.scores(_forward(model, perturb(examples, samples), examples), examples)
+        out = target.scores(run_model(model, perturb(examples, samples), examples), examples)
         if scores is None:
             scores = torch.empty(n_examples, n_samples, dtype=accumulator_dtype(out.dtype), device=out.device)
         scores[examples.to(out.device), samples.to(out.device)] = out.to(scores.dtype)
@@ -91,7 +91,7 @@ def _saved_bytes(model: nn.Module, x: Tensor) -> int:
 
     leaf = x.detach().clone().requires_grad_(True)
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = _forward(model, leaf.clone(), torch.zeros(len(x), dtype=torch.long, device=x.device))
+        out = run_model(model, leaf.clone(), torch.zeros(len(x), dtype=torch.long, device=x.device))
     return sum(storages.values()) + _output_bytes(out) + 2 * leaf.numel() * leaf.element_size()
 
 
@@ -132,7 +132,7 @@ def _live_bytes(model: nn.Module, x: Tensor) -> int:
     handles = [m.register_forward_hook(record) for m in model.modules() if next(m.children(), None) is None]
     try:
         with torch.inference_mode():
-            out = _forward(model, x, torch.zeros(len(x), dtype=torch.long, device=x.device))
+            out = run_model(model, x, torch.zeros(len(x), dtype=torch.long, device=x.device))
     finally:
         for handle in handles:
             handle.remove()

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from torch import Tensor, nn
 
-from .probe import _first_tensor
+from .probe import first_tensor
 
 
 @contextmanager
@@ -16,7 +16,7 @@ def edited_output(module: nn.Module, edit: Callable[[Tensor], Tensor]):
     ``edit(output)`` on every forward; the hook is removed on exit, also after an error."""
 
     def hook(_module, _inputs, output):
-        tensor, put_back = _first_tensor(output)
+        tensor, put_back = first_tensor(output)
         return put_back(edit(tensor))
 
     handle = module.register_forward_hook(hook)

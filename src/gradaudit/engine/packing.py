@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .backprop import RowConditioned
+from .forward import RowConditioned
 
 _LAYOUT: ContextVar[Layout | None] = ContextVar("gradaudit_input_layout", default=None)
 

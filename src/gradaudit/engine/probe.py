@@ -32,7 +32,7 @@ def resolve_layer(model: nn.Module, layer) -> tuple[str, nn.Module]:
     raise ValueError(f"layer {layer!r} is not a module of the model{hint}")
 
 
-def _first_tensor(output):
+def first_tensor(output):
     """The tensor a layer produced, and how to put a replacement back in its place."""
     if isinstance(output, Tensor):
         return output, lambda t: t
@@ -70,7 +70,7 @@ class Probe:
                     f"layer {name!r} ran more than once in one forward pass; observe a module "
                     "that runs once (e.g. a specific block rather than a shared one)"
                 )
-            tensor, put_back = _first_tensor(output)
+            tensor, put_back = first_tensor(output)
             # Without a path to the input, start the graph here: backward then stops at this layer.
             observed = tensor if tensor.requires_grad else tensor.detach().requires_grad_(True)
             self.recorded[name] = observed

@@ -17,7 +17,7 @@ ReLU-like activation that goes through torch's Python API, whether from a module
   mean over the whole batch) and max-pooling (Captum's rule: the pooled difference is split between
   the inputs' and the references' arg-max positions, then divided by x - x').
 
-- ``"attnlrp"``, ``"cp"``: the AttnLRP and CP-LRP rules for transformers (``engine.attention``).
+- ``"attnlrp"``, ``"cp"``: the AttnLRP and CP-LRP rules for transformers (``engine.lrp_rules``).
 
 Forward values are unchanged; in-place calls stay in place. What cannot be caught: activations
 inside TorchScript or ``torch.compile`` code, fused C++ kernels (for example the fast path of
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from .attention import LRP_RULES, lrp_rules
+from .lrp_rules import LRP_RULES, lrp_rules
 
 RULES = ("guided", "deconvnet", "rescale", *LRP_RULES)
 RESCALE_EPS = 1e-10

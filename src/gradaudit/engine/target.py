@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 
-def _logits(output) -> Tensor:
+def class_logits(output) -> Tensor:
     """The model output as [R, C] class scores, or a clear error."""
     if not isinstance(output, Tensor) or output.ndim != 2:
         shape = list(output.shape) if isinstance(output, Tensor) else type(output).__name__
@@ -44,7 +44,7 @@ class Predicted(Target):
     """The class the model predicts for each row (``target=None``)."""
 
     def scores(self, output, rows):
-        logits = _logits(output)
+        logits = class_logits(output)
         return logits.gather(1, logits.argmax(1, keepdim=True)).squeeze(1)
 
     def fixed(self, predict):
@@ -71,7 +71,7 @@ class Classes(Target):
         return classes[rows.to(logits.device)]
 
     def scores(self, output, rows):
-        logits = _logits(output)
+        logits = class_logits(output)
         return logits.gather(1, self._per_row(logits, rows)[:, None]).squeeze(1)
 
     def select(self, rows):

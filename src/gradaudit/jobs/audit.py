@@ -31,7 +31,7 @@ from ..audit import (
     signal_mass,
 )
 from ..audit.common import memo, named_methods
-from ..audit.faithfulness import DEFAULT_NEIGHBOURHOODS
+from ..audit.local_faithfulness import DEFAULT_NEIGHBOURHOODS
 from ..keys import fingerprint
 from ..loading import build_model
 from ..methods import MetaStep, Method, Random

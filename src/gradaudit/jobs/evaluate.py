@@ -37,7 +37,7 @@ from ..engine import auto_rows, prepared
 from ..engine.backprop import predicted_classes
 from ..maps import resize
 from ..methods import LayerMethod, Method, Random, Sobel
-from ..methods.tokens import auto_layer
+from ..methods.feature_map import auto_layer
 from ..report import write_report
 from ..report.reading import evaluation_claims
 from ..store import Store

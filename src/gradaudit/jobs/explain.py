@@ -16,6 +16,7 @@ from ..maps import heatmap
 from ..methods.cam import CAMMethod
 from ..report.figures import method_grid, zero_maps
 from .executor import make_executor
+from .presets import ExplainSettings
 from .registry import LAYER_METHODS, METHODS, MethodSettings, check_method_names
 from .runfolder import check_settings_file
 from .shards import image_files, map_folder
@@ -82,32 +83,41 @@ def explain_input(model_spec: str, weights: str | None, trust_pickle: bool, sour
     return path
 
 
-def explain_folder(model_spec: str, weights: str | None, trust_pickle: bool, folder: str, out_dir: str | None,
-                   names: list[str], settings: MethodSettings, target: int | None = None,
-                   channels: int | None = None, size: tuple | None = None, shard_size: int = 64,
-                   executor: str | None = None, ray_address: str | None = None, cpus_per_task: float | None = None,
-                   gpus_per_task: float | None = None) -> tuple[int, int]:
+def explain_folder(settings: ExplainSettings, methods: MethodSettings) -> tuple[int, int]:
     """``--input-dir``: shards of images mapped locally or on Ray, one maps file per shard, resumable;
     returns (shards written, shards already there)."""
-    names = check_names(names)
-    if not out_dir:
+    names = check_names(settings.methods)
+    if not settings.out_dir:
         raise ValueError("--input-dir needs --out-dir (the folder for the maps files)")
-    image_files(folder)
-    if shard_size < 1:
-        raise ValueError(f"--shard-size must be >= 1; got {shard_size}")
+    image_files(settings.input_dir)
+    weights = settings.weights
     if weights and not Path(weights).is_file():
         raise FileNotFoundError(f"--weights {weights} does not exist")
-    model = load_model(model_spec, weights, trust_pickle)      # a bad model or layer is refused before --out-dir
+    model = load_model(settings.model, weights, settings.trust_pickle)   # bad model or layer: refused before --out-dir
     if any(name in LAYER_METHODS for name in names):
-        check_layer(model, model_spec, settings.layer)
+        check_layer(model, settings.model, methods.layer)
     digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:12] if weights else None
-    check_settings_file(out_dir, {"model": model_spec, "weights_sha256": digest, "methods": list(names),
-                                  **asdict(settings), "target": target, "channels": channels, "size": size,
-                                  "shard_size": shard_size}, "--out-dir")
-    runner = make_executor(executor or "local", ray_address, cpus_per_task or 1, gpus_per_task or 0)
+    check_settings_file(settings.out_dir, {"model": settings.model, "weights_sha256": digest, "methods": list(names),
+                                           **asdict(methods), "target": settings.target, "channels": settings.channels,
+                                           "size": settings.size, "shard_size": settings.shard_size}, "--out-dir")
+    runner = make_executor(settings.executor, settings.ray_address, settings.cpus_per_task, settings.gpus_per_task)
     try:
-        return map_folder(runner, folder, out_dir, model_spec, weights, trust_pickle, list(names),
-                          {"samples": settings.samples, "steps": settings.steps, "layer": settings.layer,
-                           "seed": settings.seed}, channels, size, target, shard_size)
+        return map_folder(runner, settings.input_dir, settings.out_dir, settings.model, weights, settings.trust_pickle,
+                          list(names), asdict(methods), settings.channels, settings.size, settings.target,
+                          settings.shard_size)
     finally:
         runner.close()
+
+
+def run(settings: ExplainSettings) -> None:
+    """``gradaudit explain``: one input mapped into a figure, or a folder of images into maps files; prints where
+    they went."""
+    methods = MethodSettings(samples=settings.samples, steps=settings.steps, layer=settings.layer, seed=0)
+    if settings.input_dir is not None:
+        written, skipped = explain_folder(settings, methods)
+        print(f"{written} shards mapped, {skipped} already there; maps files: {settings.out_dir}/maps-*.pt")
+        return
+    path = explain_input(settings.model, settings.weights, settings.trust_pickle, settings.input,
+                         list(settings.methods), methods, settings.out, settings.target, settings.channels,
+                         settings.size, settings.save_maps)
+    print(f"figure: {path.resolve()}")

@@ -7,23 +7,22 @@ from pathlib import Path
 
 from .. import text
 from ..errors import UsageError
+from .presets import ExplainTextSettings
 from .registry import text_method
 
 
-def explain_text(model_path: str, prompt: str, target: str | None = None, contrast: str | None = None,
-                 method: str = "ig", steps: int = 32, baseline: str = "zeros", reduce: str = "sum",
-                 kind: str = "auto", special_tokens: bool = True, html: str | None = None,
-                 similar_to: str | None = None):
-    """Explain ``target`` (a continuation, or a class index of a classifier; None: the model's own choice),
+def explain_text(settings: ExplainTextSettings):
+    """Explain ``settings.target`` (a continuation, or a class index of a classifier; None: the model's own choice),
     optionally against ``contrast``, or for an embedder its cosine similarity to ``similar_to``'s embedding;
     prints the coloured tokens and the top five; returns the scores."""
-    if similar_to is not None and (target is not None or contrast is not None):
-        raise ValueError("--similar-to explains an embedder's similarity to a text; it takes no --target or --contrast")
+    prompt, target, contrast, method, steps = (settings.prompt, settings.target, settings.contrast, settings.method,
+                                               settings.steps)
+    similar_to, html = settings.similar_to, settings.html
     try:
-        model, tokenizer = text.load(model_path, kind)
+        model, tokenizer = text.load(settings.model, settings.kind)
     except ImportError as err:
         raise UsageError(str(err)) from err
-    tx = text.TextExplainer(model, tokenizer, add_special_tokens=special_tokens, reduce=reduce)
+    tx = text.TextExplainer(model, tokenizer, add_special_tokens=settings.special_tokens, reduce=settings.reduce)
     classifier = "SequenceClassification" in type(model).__name__
 
     def parse(value):                     # class indices for classifiers, continuation text otherwise
@@ -42,7 +41,8 @@ def explain_text(model_path: str, prompt: str, target: str | None = None, contra
         result.show()
         print(f"p(target) {result.score:.4g}; ReAGent importances sum to 1")
     else:
-        result = tx.explain(prompt, wanted, text_method(method, steps), baseline=baseline if method == "ig" else None)
+        baseline = settings.baseline if method == "ig" else None
+        result = tx.explain(prompt, wanted, text_method(method, steps), baseline=baseline)
         result.show()
         print(f"score {result.score:+.4f}   baseline {result.baseline_score:+.4f}   "
               f"completeness gap {result.delta:+.2e}")

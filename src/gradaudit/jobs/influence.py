@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -25,106 +24,21 @@ import torch
 from .. import data, influence, models, train
 from ..audit.influence_checks import lds, mislabel_detection, verdicts
 from ..data.inputs import Examples
-from ..engine.checks import check_positive_int
 from ..errors import UsageError
 from ..loading import build_model
 from ..report import write_report
 from ..store import Store
 from .executor import make_executor
+from .presets import InfluencePreset
 from .runfolder import check_run_folder
-from .subjects import check_classes, check_classifier, check_same_weights, trained_models, user_models
-
-FISHERS = ("true", "empirical")
-
-
-@dataclass(frozen=True)
-class InfluencePreset:
-    """Every setting of a ``gradaudit influence`` run. ``model`` is ``package.module:factory@weights.pt`` (None:
-    a small CNN of ``width`` trained here with ``recipe``, which also retrains the LDS and mislabel models);
-    ``train_examples`` the training examples attributed (a seeded sample of the training split; None: all);
-    ``queries`` the first test examples explained; ``top`` proponents and opponents shown per query; ``lds``
-    random ``alpha``-subsets retrained (0: no LDS); ``mislabel`` the share of labels flipped (0: no check),
-    over ``mislabel_seeds`` seeds."""
-
-    data: str = "mnist"
-    model: str | None = None
-    test_fraction: float = 0.2
-    size: tuple | None = None
-    trust_pickle: bool = False
-    train_examples: int | None = 1000
-    queries: int = 20
-    strategy: str = "ekfac"
-    damping: float | None = None
-    fisher: str = "true"
-    top: int = 5
-    width: int = 8
-    recipe: dict = field(default_factory=lambda: {"optimizer": "adam", "lr": 1e-3, "epochs": 4, "batch_size": 64})
-    lds: int = 0
-    alpha: float = 0.5
-    mislabel: float = 0.0
-    mislabel_seeds: int = 2
-    executor: str = "local"
-    ray_address: str | None = None
-    cpus_per_task: float = 1
-    gpus_per_task: float = 0
-    seed: int = 0
-
-
-INFLUENCE_PRESETS = {
-    "quick": InfluencePreset(),
-    "tiny": InfluencePreset(train_examples=200, queries=4, top=3, width=4, mislabel_seeds=1,
-                            recipe={"optimizer": "adam", "lr": 3e-3, "epochs": 2, "batch_size": 32}),
-}
-
-
-def _share(flag: str, value, zero: bool) -> None:
-    if not (0 <= value < 1 if zero else 0 < value < 1):
-        raise UsageError(f"{flag} must be a share in {'[0, 1)' if zero else '(0, 1)'}; got {value!r}")
-
-
-def parse_model(spec: str) -> tuple[str, str]:
-    """``package.module:factory@weights.pt`` as (factory, weights)."""
-    factory, at, weights = spec.partition("@")
-    module, colon, function = factory.partition(":")
-    if not (at and colon and module and function and weights):
-        raise UsageError(f"--model must look like package.module:factory@weights.pt; got {spec!r}")
-    return factory, weights
-
-
-def influence_preset(name: str, **overrides) -> InfluencePreset:
-    """A named ``influence`` preset with the given settings replaced (None values are ignored); each bad value
-    a UsageError naming its flag."""
-    if name not in INFLUENCE_PRESETS:
-        raise UsageError(f"--preset must be one of {', '.join(INFLUENCE_PRESETS)}; got {name!r}")
-    chosen = {k: v for k, v in overrides.items() if v is not None}
-    for setting in ("queries", "top", "train_examples", "mislabel_seeds"):
-        if setting in chosen:
-            check_positive_int("--" + setting.replace("_", "-"), chosen[setting])
-    if "lds" in chosen and (isinstance(chosen["lds"], bool) or not isinstance(chosen["lds"], int)
-                            or chosen["lds"] < 0 or 0 < chosen["lds"] < 3):
-        raise UsageError(f"--lds must be 0 (no LDS) or a number of subsets >= 3; got {chosen['lds']!r}")
-    if "strategy" in chosen and chosen["strategy"] not in influence.STRATEGIES:
-        raise UsageError(f"--strategy must be one of {', '.join(influence.STRATEGIES)}; got {chosen['strategy']!r}")
-    if "fisher" in chosen and chosen["fisher"] not in FISHERS:
-        raise UsageError(f"--fisher must be one of {', '.join(FISHERS)}; got {chosen['fisher']!r}")
-    if "damping" in chosen and not (math.isfinite(chosen["damping"]) and chosen["damping"] >= 0):
-        raise UsageError(f"--damping must be a number >= 0; got {chosen['damping']!r}")
-    if "mislabel" in chosen:
-        _share("--mislabel", chosen["mislabel"], zero=True)
-    if "alpha" in chosen:
-        _share("--alpha", chosen["alpha"], zero=False)
-    if "model" in chosen:
-        parse_model(chosen["model"])
-    if "recipe" in chosen:
-        chosen["recipe"] = {**INFLUENCE_PRESETS[name].recipe, **chosen["recipe"]}
-        try:
-            train.Recipe.of(**chosen["recipe"])
-        except TypeError as err:
-            raise UsageError(f"--recipe: {err}") from None
-    settings = replace(INFLUENCE_PRESETS[name], **chosen)
-    if settings.strategy == "identity" and settings.damping is not None:
-        raise UsageError("--damping does not apply to --strategy identity (plain gradient dot products)")
-    return settings
+from .subjects import (
+    check_classes,
+    check_classifier,
+    check_same_weights,
+    parse_model,
+    trained_models,
+    user_models,
+)
 
 
 def run(settings: InfluencePreset, out: str | Path) -> dict:

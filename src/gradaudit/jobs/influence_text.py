@@ -10,10 +10,9 @@ contents) differ is refused before anything is written.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from html import escape
 from pathlib import Path
 
@@ -23,30 +22,13 @@ from .. import influence, text
 from ..errors import UsageError
 from ..influence.sequences import TokenLoss
 from ..store import Store
-from ..text.influence import STRATEGIES, resolve_layers
 from ..text.influence import influence as text_influence
+from ..text.influence import resolve_layers
 from ..text.render import token_html
+from .presets import TextInfluenceSettings
 from .runfolder import check_run_folder
 
 PAGE = "influence.html"
-
-
-@dataclass(frozen=True)
-class TextInfluenceSettings:
-    """Every setting of an ``influence-text`` run; ``train_sha256`` ties the run to the corpus's contents."""
-
-    model: str
-    train: str
-    train_sha256: str
-    prompt: str
-    completion: str
-    strategy: str = "ekfac"
-    layers: str = "mlp"
-    rank: int | None = 32
-    prefilter: int | None = None
-    top: int = 10
-    special_tokens: bool = False
-    seed: int = 0
 
 
 def read_corpus(path: str | Path) -> list[str]:
@@ -73,19 +55,6 @@ def read_corpus(path: str | Path) -> list[str]:
     if not texts:
         raise UsageError(f"--train {path} holds no sequences")
     return texts
-
-
-def settings_for(model: str, train: str, prompt: str, completion: str, **chosen) -> TextInfluenceSettings:
-    """The run's settings (None values keep the defaults), each bad value a UsageError naming its flag."""
-    chosen = {k: v for k, v in chosen.items() if v is not None}
-    for flag in ("top", "rank", "prefilter"):
-        if flag in chosen and (isinstance(chosen[flag], bool) or not isinstance(chosen[flag], int) or chosen[flag] < 1):
-            raise UsageError(f"--{flag} must be an integer >= 1; got {chosen[flag]!r}")
-    if chosen.get("strategy", "ekfac") not in STRATEGIES:
-        raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}; got {chosen['strategy']!r}")
-    digest = hashlib.sha256(Path(train).read_bytes()).hexdigest() if Path(train).is_file() else ""
-    return TextInfluenceSettings(model=model, train=str(train), train_sha256=digest, prompt=prompt,
-                                 completion=completion, **chosen)
 
 
 def run(settings: TextInfluenceSettings, out: str | Path) -> dict:
@@ -158,3 +127,10 @@ def write_page(out: Path, settings: TextInfluenceSettings, rows: list[dict]) -> 
     path = out / PAGE
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def print_summary(found: dict) -> None:
+    """``run``'s top sequences and its page, as ``gradaudit influence-text`` prints them."""
+    for row in found["rows"]:
+        print(f"  {row['rank'] + 1:>3}. sequence {row['index']:<6} {row['score']:+.4g}  {row['text'][:70]!r}")
+    print(f"finished in {found['seconds']:.0f}s; page: {found['page']}")

@@ -5,20 +5,21 @@ from __future__ import annotations
 from .. import data as datasets
 from ..audit import Interval, local_faithfulness, recommendation
 from ..loading import load_model, load_tensor_file
+from .presets import RecommendSettings
 from .registry import linear_methods
 
 
-def recommend(model_spec: str, weights: str | None, trust_pickle: bool, source: str | None, neighbourhoods: list[str],
-              samples: int = 128, examples: int = 8, size: tuple | None = None):
-    """Han et al.'s (2022) local-faithfulness audit of the eight linear methods on ``source``'s inputs
+def recommend(settings: RecommendSettings):
+    """Han et al.'s (2022) local-faithfulness audit of the eight linear methods on the inputs of ``settings.data``
     (a tensor file, a ``data.load`` spec's test split, or BlockMNIST's test images); returns its result."""
-    model = load_model(model_spec, weights, trust_pickle)
+    model = load_model(settings.model, settings.weights, settings.trust_pickle)
+    source = settings.data
     if source and source.partition(":")[0] in datasets.SCHEMES:
-        inputs = datasets.load(source, "test", size=size, trust_pickle=trust_pickle).x
+        inputs = datasets.load(source, "test", size=settings.size, trust_pickle=settings.trust_pickle).x
     else:
-        inputs = load_tensor_file(source, trust_pickle) if source else datasets.blockmnist("test").x
-    return local_faithfulness(linear_methods(), model, inputs, neighbourhoods=neighbourhoods, samples=samples,
-                              limit=examples)
+        inputs = load_tensor_file(source, settings.trust_pickle) if source else datasets.blockmnist("test").x
+    return local_faithfulness(linear_methods(), model, inputs, neighbourhoods=list(settings.neighbourhoods),
+                              samples=settings.samples, limit=settings.examples)
 
 
 def print_ranking(result, neighbourhoods: list[str]) -> None:

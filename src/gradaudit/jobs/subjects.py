@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from .. import data, train
 from ..engine.probe import resolve_layer
+from ..errors import UsageError
 from ..loading import load_model
 from ..store import Store
 
@@ -59,6 +60,15 @@ def parse_models(entries) -> tuple[ModelEntry, ...]:
     if not parsed:
         raise ValueError("--models is empty; give NAME=package.module:factory@weights.pt")
     return tuple(parsed)
+
+
+def parse_model(spec: str) -> tuple[str, str]:
+    """One ``--model`` ``package.module:factory@weights.pt`` as (factory, weights)."""
+    factory, at, weights = spec.partition("@")
+    module, colon, function = factory.partition(":")
+    if not (at and colon and module and function and weights):
+        raise UsageError(f"--model must look like package.module:factory@weights.pt; got {spec!r}")
+    return factory, weights
 
 
 def image_splits(spec: str, *, size=None, test_fraction: float = 0.2, seed: int = 0, trust_pickle: bool = False,

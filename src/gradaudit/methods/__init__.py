@@ -7,7 +7,7 @@ from .cam import GradCAM, GradCAMPlusPlus, GuidedGradCAM, SmoothGradCAMPlusPlus
 from .control import Random, Sobel
 from .deeplift import DeepLift, DeepLiftShap
 from .gradient import Deconvnet, GuidedBackprop, InputXGradient, Saliency
-from .grid import Combine, LayerSaliency, LinearApprox, NormGrad
+from .layer_saliency import Combine, LayerSaliency, LinearApprox, NormGrad
 from .meta import MetaStep
 from .noise import SmoothGrad
 from .path import GradientShap, IntegratedGradients

@@ -35,8 +35,8 @@ from ..engine.checks import check_choice
 from ..engine.packing import current_layout
 from ..maps import resize
 from .base import Method
+from .feature_map import FeatureMap, check_grid
 from .gradient import InputGradientMethod
-from .tokens import FeatureMap, check_grid
 
 HEAD_FUSIONS = ("mean", "max", "min")
 
@@ -179,7 +179,7 @@ class GradientRollout(AttentionMethod):
 @dataclass(frozen=True)
 class AttnLRP(InputGradientMethod):
     """AttnLRP (Achtibat et al. 2024) as the ``lxt`` library's efficient mode: input x gradient under
-    the engine's backward rules for transformers (``engine.attention``): LayerNorm/RMSNorm with the
+    the engine's backward rules for transformers (``engine.lrp_rules``): LayerNorm/RMSNorm with the
     standard deviation detached, elementwise activations by the identity rule, and
 
     variant: "attnlrp" (the uniform rule on q k^T and attention x v: q, k get a quarter of the

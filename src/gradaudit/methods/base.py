@@ -18,8 +18,9 @@ from ..engine.backprop import predict, predicted_classes
 from ..engine.checks import check_batch_size, check_choice, check_inputs, check_model
 from ..engine.packing import current_layout, packed
 from ..engine.target import Target
+from ..errors import NonFiniteAttribution
 from ..maps import resize
-from .tokens import FeatureMap, auto_layer, check_grid
+from .feature_map import FeatureMap, auto_layer, check_grid
 
 
 @dataclass(frozen=True)
@@ -80,9 +81,9 @@ def check_finite(method: Method, attr: Tensor) -> None:
     if not bool(finite.all()):
         row = int(finite.logical_not().nonzero()[0, 0])
         count = int(torch.isfinite(attr[row]).logical_not().sum())
-        raise ValueError(f"{method!r} gave a non-finite attribution: example {row} (of {len(attr)}) holds {count} "
-                         "NaN or infinite values (check the model's output and gradient for it; half precision "
-                         "overflows sooner)")
+        raise NonFiniteAttribution(f"{method!r} gave a non-finite attribution: example {row} (of {len(attr)}) holds "
+                                   f"{count} NaN or infinite values (check the model's output and gradient for it; "
+                                   "half precision overflows sooner)", row)
 
 
 def broadcast_baseline(baseline, x: Tensor) -> Tensor:

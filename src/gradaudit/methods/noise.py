@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..engine import sample_sum
-from ..engine.backprop import select_rows
+from ..engine import sample_sum, select_rows
 from ..engine.checks import check_choice, check_nonnegative, check_positive_int
 from ..engine.noise import GaussianNoise, noise_scale, noisy
 from .base import Method, fix_target
+from .gradient import Saliency
 
 KINDS = ("mean", "square", "var")
 
@@ -44,8 +44,6 @@ class SmoothGrad(Method):
 
     def __post_init__(self):
         if self.method is None:
-            from .gradient import Saliency
-
             object.__setattr__(self, "method", Saliency())
         if not isinstance(self.method, Method):
             raise TypeError(f"method must be a gradaudit method, got {type(self.method).__name__}")

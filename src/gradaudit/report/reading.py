@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..audit.stats import Interval, difference_interval, mean_interval, verdict
+from ..audit.unlearning import with_gaps
 
 SMALL_K = 0.1  # "small k": the levels at or below 10 % of pixels kept
 
@@ -163,8 +164,6 @@ COMPETITORS = ("RandomLabel", "GradientAscent", "FineTune", "L1Sparse", "SalUn[r
 def unlearning_claims(rows: list[dict]) -> list[Claim]:
     """Per scenario: SalUn's gap to Retrain minus each competitor's, paired by seed ("below" = SalUn is
     closer to retraining from scratch), as the paper's ordering claims."""
-    from ..audit.unlearning import with_gaps
-
     gaps = {(r["scenario"], r["method"], r["seed"]): r["gap"] for r in with_gaps(rows) if r.get("gap") is not None}
     out = []
     for scenario in dict.fromkeys(r["scenario"] for r in rows):

@@ -6,7 +6,7 @@ forgetting loss is its negative; the absolute value is the same). The mask keeps
 ``threshold`` share of weights with the *largest* saliency, as the paper defines it
 (m = 1[|g| >= gamma]). The authors' mask script (``Classification/generate_mask.py``) ranks
 |g| with an ascending argsort and keeps ranks below ``share x n``, i.e. the *smallest* |g|:
-at their default 0.5 its "hard" mask is our anti-salient mask (``complement()``); see the README.
+at their default 0.5 its "hard" mask is our anti-salient mask (``complement()``); see docs/unlearning.md.
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
-"""Two faithfulness metrics that ask whether the model's output follows the map, without retraining.
+"""Faithfulness correlation (Bhatt et al. 2020), as Quantus's ``FaithfulnessCorrelation`` computes it.
 
-- ``faithfulness_correlation``: Bhatt et al. (2020), as Quantus's ``FaithfulnessCorrelation`` computes it
-  (the only implementation): per image, the Pearson correlation over random pixel subsets between the
-  subset's summed attribution and the drop of the class's logit when the subset is set to a baseline.
-- ``monotonicity``: Arya et al. (2019; AIX360's ``monotonicity_metric``), as Quantus's ``Monotonicity`` is
-  meant to be: features inserted into an all-baseline image in ascending order of importance; the image
-  passes when the class probability never falls. Quantus 0.6.0's insert step writes the baseline back, so
-  the image never changes and every map passes; here the image's pixels really go in.
-
-Both take methods as every metric in ``metrics.py`` does, including precomputed maps [N, H, W], and explain
-and score each image's label (the prediction on the clean image for multi-hot labels: ``explained_classes``).
+Quantus's is the only implementation: per image, the Pearson correlation over random pixel subsets between
+the subset's summed attribution and the drop of the class's logit when the subset is set to a baseline.
+It takes methods as every metric in ``metrics.py`` does, including precomputed maps [N, H, W], and explains
+and scores each image's label (the prediction on the clean image for multi-hot labels: ``explained_classes``).
 """
 
 from __future__ import annotations
@@ -24,9 +18,8 @@ from ..engine.target import Classes
 from ..maps import heatmap
 from ..store import Store
 from .common import call_arguments, pearson, per_method
-from .metrics import DEFAULT_STEPS, causal_curves, explained_maps, image_data
+from .metrics import explained_classes, explained_maps, image_data
 from .results import AuditResult
-from .stability import explained_classes
 from .stats import mean_interval
 
 SUBSET_SHARE = 224                 # Quantus: 224 elements of a 224 x 224 image, one pixel in 224
@@ -35,11 +28,6 @@ SUBSET_SHARE = 224                 # Quantus: 224 elements of a 224 x 224 image,
 def _signed(attribution: Tensor) -> Tensor:
     """Attribution summed over channels ([B, C, H, W]) or a layer map ([B, h, w]), signs kept."""
     return heatmap(attribution, reduce="sum")
-
-
-def _absolute(attribution: Tensor) -> Tensor:
-    """|attribution| summed over channels ([B, C, H, W]) or |layer map| ([B, h, w])."""
-    return heatmap(attribution).abs()
 
 
 def random_subsets(n: int, pixels: int, size: int, samples: int, seed: int = 0) -> Tensor:
@@ -117,59 +105,3 @@ def faithfulness_correlation(methods, model: nn.Module, data, *, subset: int | N
     label = {"model": model_name, "subset": size, "samples": samples, "baseline": baseline, "seed": seed}
     rows = per_method(store, "faithfulness_correlation", methods, call, label, compute)
     return AuditResult("faithfulness_correlation", rows)
-
-
-def insertion_probabilities(model: nn.Module, x: Tensor, maps: Tensor, classes: Tensor, step: int,
-                            baseline: float = 0.0, seed: int = 0) -> Tensor:
-    """Softmax probabilities [N, n] of ``classes`` [N] as the pixels of ``x`` [N, C, H, W] (all channels
-    together) go into an all-``baseline`` image, ``step`` at a time, in ascending order of ``maps``
-    [N, H, W] (ties in a seeded random order); n = ceil(H W / step), score k taken after k steps (the
-    all-baseline image itself is not scored, as Arya et al. and Quantus; the last score is of x)."""
-    start = torch.full_like(x, baseline)
-    return causal_curves(model, x, -maps, classes, start, x, step, probability=True, seed=seed)[:, 1:]
-
-
-def monotonicity(methods, model: nn.Module, data, *, step: int | None = None, baseline: float = 0.0,
-                 limit: int | None = None, seed: int = 0, model_name: str = "model",
-                 store: Store | None = None) -> AuditResult:
-    """Monotonicity (Arya et al. 2019) of each method on the first ``limit`` images of ``data``: starting from
-    an all-``baseline`` image, the image's pixels (all channels together) go in ``step`` at a time in
-    ascending order of the map (|attribution| summed over channels, Quantus's ``abs=True``; precomputed maps
-    as given; ties in a seeded random order), and the class's softmax probability is read after each step
-    (``insertion_probabilities``). An image scores 1 when that probability never falls (each step's is >= the
-    one before, Arya's and Quantus's test), else 0: inserting the least important pixels first, a faithful
-    map should only ever add evidence. Higher is better.
-
-    Where we differ from the references on purpose: the pixels really go in (Quantus 0.6.0 writes the
-    baseline back, so its image never changes and every map scores 1); ``step=None`` takes ceil(H W / 32)
-    pixels, about 32 steps at any size (Arya and Quantus insert one feature per step, where one step's
-    float noise in a flat stretch already fails an image); a pixel's channels go in together (Quantus
-    inserts each channel element apart; at one channel the two agree).
-
-    Rows, one per method: ``monotonicity`` (the share of monotonic images with its 95% interval),
-    ``monotonicity_each`` (1 or 0 per image), ``rising_steps`` (the share of steps whose probability does not
-    fall, per image, mean with its interval: a graded view of the same curves), ``rising_steps_each`` and
-    ``images``.
-    """
-    call = call_arguments(locals())
-    data, x = image_data(data, limit)
-    pixels = x.shape[2] * x.shape[3]
-    step = math.ceil(pixels / DEFAULT_STEPS) if step is None else step
-    if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step < pixels:
-        raise ValueError(f"step must be a number of pixels from 1 to {pixels - 1} (at least two insertion steps "
-                         f"to compare); got {step!r}")
-    if isinstance(baseline, bool) or not isinstance(baseline, (int, float)):
-        raise ValueError(f"baseline must be a number (the value of the image pixels are inserted into); "
-                         f"got {baseline!r}")
-    classes = explained_classes(model, data, x)
-
-    def compute(method, name):
-        maps = explained_maps(method, model, x, classes, _absolute, name)
-        rising = insertion_probabilities(model, x, maps, classes, step, float(baseline), seed).diff(dim=1) >= 0
-        monotonic = rising.all(1).double()
-        return {**mean_interval(monotonic).as_row("monotonicity"), "monotonicity_each": monotonic.tolist(),
-                **mean_interval(rising.double().mean(1)).as_row("rising_steps"),
-                "rising_steps_each": rising.double().mean(1).tolist(), "images": len(x)}
-
-    label = {"model": model_name, "step": step, "baseline": baseline, "seed": seed}
-    return AuditResult("monotonicity", per_method(store, "monotonicity", methods, call, label, compute))

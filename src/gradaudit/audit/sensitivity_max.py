@@ -26,21 +26,11 @@ import torch
 from torch import Tensor, nn
 
 from ..engine import auto_rows, prepared
-from ..engine.backprop import predicted_classes
 from ..store import Store
 from .common import call_arguments, named_methods, per_method
-from .metrics import image_data
+from .metrics import explained_classes, image_data
 from .results import AuditResult
 from .stats import mean_interval
-
-
-def explained_classes(model: nn.Module, data, x: Tensor) -> Tensor:
-    """The class explained and scored for each image of ``x`` [N, ...]: the data's label where it has one
-    label per image, else (multi-hot labels) the class ``model`` predicts on the clean image. LongTensor [N]."""
-    if data.y is not None and data.y.ndim == 1:
-        return data.y[:len(x)].to(x.device)
-    with prepared(model):
-        return predicted_classes(model, x, auto_rows(model, x[:1], gradients=False))
 
 
 def uniform_noise(x: Tensor, samples: int, radius: float, seed: int = 0) -> Callable[[Tensor], Tensor]:
