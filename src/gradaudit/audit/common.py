@@ -153,7 +153,8 @@ def memo(store: Store | None, audit: str, label: dict, arguments: dict, compute:
     (everything else that can change its numbers: ``call_arguments`` and the unit's own method, seed, ...).
     A computed row holding a NaN (or an infinite value) is neither stored nor returned: a ValueError
     names the unit and the first bad entry."""
-    found = stored(store, audit, label, arguments)
+    unit = key(audit, {"label": label, **arguments})
+    found = None if store is None else store.get(audit, unit)
     if found is not None:
         return found
     row = {**label, **compute()}
@@ -162,7 +163,7 @@ def memo(store: Store | None, audit: str, label: dict, arguments: dict, compute:
         raise ValueError(f"{audit} for {', '.join(f'{k} {v}' for k, v in label.items())} gave a non-finite number "
                          f"({bad}); it is not stored")
     if store is not None:
-        store.put(audit, key(audit, {"label": label, **arguments}), row)
+        store.put(audit, unit, row)
     return row
 
 

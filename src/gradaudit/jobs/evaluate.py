@@ -47,6 +47,7 @@ from .runfolder import check_run_folder
 from .subjects import (
     check_classes,
     check_classifier,
+    check_count,
     check_layer,
     check_same_weights,
     image_splits,
@@ -112,9 +113,7 @@ def _inputs(settings: EvaluatePreset) -> _Inputs:
                                        seed=settings.seed, trust_pickle=settings.trust_pickle, digits=settings.digits,
                                        copies=settings.copies, source=settings.source)
     classes = check_classes(train_set.y, test_set.y, settings.data)
-    if settings.images > len(test_set):
-        raise ValueError(f"--images {settings.images} is more than the {len(test_set)} test images of --data "
-                         f"{settings.data}; use --images {len(test_set)} or fewer")
+    check_count("--images", settings.images, len(test_set), "test images", settings.data)
     metrics = chosen_metrics(settings, test_set)
     user, described = user_models(settings.models, settings.trust_pickle) if settings.models else ({}, {})
     with torch.random.fork_rng():                    # building a model to check it leaves the global RNG alone

@@ -24,7 +24,6 @@ import torch
 from .. import data, influence, models, train
 from ..audit.influence_checks import lds, mislabel_detection, verdicts
 from ..data.inputs import Examples
-from ..errors import UsageError
 from ..loading import build_model
 from ..report import write_report
 from ..store import Store
@@ -34,6 +33,7 @@ from .runfolder import check_run_folder
 from .subjects import (
     check_classes,
     check_classifier,
+    check_count,
     check_same_weights,
     parse_model,
     trained_models,
@@ -185,9 +185,7 @@ def _inputs(settings: InfluencePreset) -> _Inputs:
     train_set, test_set = data.load_splits(settings.data, size=settings.size, test_fraction=settings.test_fraction,
                                            seed=settings.seed, trust_pickle=settings.trust_pickle)
     classes = check_classes(train_set.y, test_set.y, settings.data)
-    if settings.queries > len(test_set):
-        raise UsageError(f"--queries {settings.queries} is more than the {len(test_set)} test examples of --data "
-                         f"{settings.data}; use --queries {len(test_set)} or fewer")
+    check_count("--queries", settings.queries, len(test_set), "test examples", settings.data)
     attributed = _attributed(settings, train_set)
     queries = Examples(test_set.x[:settings.queries], test_set.y[:settings.queries])
     if not settings.model:

@@ -93,6 +93,13 @@ def check_classes(y_train: Tensor, y_test: Tensor, source: str) -> int:
     return int(max(y_train.max(), y_test.max())) + 1
 
 
+def check_count(flag: str, asked: int, available: int, what: str, source: str) -> None:
+    """Refuse (UsageError) ``flag`` asking for more than the ``available`` ``what`` of ``--data source``."""
+    if asked > available:
+        raise UsageError(f"{flag} {asked} is more than the {available} {what} of --data {source}; use {flag} "
+                         f"{available} or fewer")
+
+
 @torch.no_grad()
 def check_classifier(model: nn.Module, name: str, x: Tensor, classes: int) -> None:
     """``model`` maps a batch of ``x`` to logits [B, C] with C >= ``classes`` (every label has an output)."""
