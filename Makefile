@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml Makefile
 		accelerate==1.16.0
 	# lxt, the AttnLRP tests' oracle: --no-deps for the same reason (the tests load only the parts that import)
 	$(PY) -m pip install --quiet --no-deps lxt==2.1
+	# grad-cam and zennit (the CAM and LRP tests' oracles) and traker (TRAK's): --no-deps, as they pull torchvision
+	# and a CUDA torch; the tests load only the parts that import without torchvision
+	$(PY) -m pip install --quiet --no-deps grad-cam==1.5.7 ttach==0.0.3 opencv-python-headless==4.12.0.88 \
+		zennit==0.5.1 traker==0.3.2
 	touch $(STAMP)
 
 demo: $(STAMP)
