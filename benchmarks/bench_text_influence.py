@@ -10,10 +10,13 @@ and two distractors per fact; the queries are "the code of X is" -> " Y". Both f
 with the empirical Fisher (so both estimate the same G and the scores can be compared), padded sequences
 with their attention mask, the training loss summed over tokens and the measurement log p(completion |
 prompt), float32 as kronfluence's defaults, batches of 16 sequences, query gradients at full rank, one thread
-(``--threads``: on shared cores more threads only contend for these small matrices).
+(``--threads``: on shared cores more threads only contend for these small matrices). A third row scores with
+the query gradients at rank 32 (``text.influence``'s default), kept factored: its peak memory beside full
+rank's, the bytes of query gradients each holds, and its correlation with full rank.
 Times: fastest of ``--repeats`` fits and scorings, in one process, sequences per second. kronfluence's times
 include writing its factors and scores to disk, as it always does. Peak memory: each case alone in its own
-subprocess, the peak RSS of one fit + score above the RSS before it (Linux clear_refs). "check": the largest
+subprocess (on the model trained once here, its weights passed in a temporary file), the peak RSS of one fit +
+score above the RSS before it (Linux clear_refs). "check": the largest
 difference of the [Q, N] scores over the largest |score| of kronfluence's. Other jobs share the cores; the
 load average is printed.
 """
@@ -38,12 +41,15 @@ from torch import nn
 FRAME = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "the", "code", "of", "is", "home", "colour"]
 NAMES = [f"transformer.h.{i}.mlp.{p}" for i in (0, 1) for p in ("c_fc", "c_proj")]
 BATCH = 16
+RANK = 32
+CASES = ("gradaudit", f"rank {RANK}", "kronfluence")
 
 
 
 
-def setup(facts: int):
-    """(model, tokenizer, training (x, y), queries (x, y)) as the test builds them, the model trained here."""
+def setup(facts: int, weights: str | None = None):
+    """(model, tokenizer, training (x, y), queries (x, y)) as the test builds them, the model trained here (or
+    its trained weights read from ``weights``)."""
     import transformers
 
     from gradaudit.influence.sequences import IGNORE
@@ -74,6 +80,9 @@ def setup(facts: int):
     config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=64, n_positions=16, vocab_size=len(tokenizer),
                                      bos_token_id=2, eos_token_id=3, pad_token_id=0)
     model = transformers.GPT2LMHeadModel(config)
+    if weights is not None:
+        model.load_state_dict(torch.load(weights, weights_only=True))
+        return model.eval().requires_grad_(True), tokenizer, train, queries
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(400):
         logits = model(input_ids=train[0]).logits
@@ -96,7 +105,7 @@ def linear_twin(model: nn.Module) -> nn.Module:
     return twin
 
 
-def gradaudit_case(model, train, queries):
+def gradaudit_case(model, train, queries, rank=None):
     from gradaudit import influence
     from gradaudit.influence.sequences import TokenLoss, log_probability
 
@@ -105,7 +114,7 @@ def gradaudit_case(model, train, queries):
                              batch_size=BATCH)
 
     def score(fitted):
-        return fitted.scores(queries, train, measurement=log_probability)
+        return fitted.scores(queries, train, measurement=log_probability, rank=rank)
 
     return fit, score
 
@@ -161,13 +170,26 @@ def kronfluence_case(model, train, queries, folder):
 
 
 def make(case: str, model, train, queries, folder):
-    return gradaudit_case(model, train, queries) if case == "gradaudit" else kronfluence_case(model, train, queries,
-                                                                                               folder)
+    if case == "kronfluence":
+        return kronfluence_case(model, train, queries, folder)
+    return gradaudit_case(model, train, queries, rank=RANK if case == f"rank {RANK}" else None)
 
 
-def memory(case: str, facts: int) -> float:
+def query_mb(model, queries: int, rank: int | None) -> float:
+    """MB of the preconditioned query gradients held while scoring (float32): Q x out x in per layer, or at rank
+    r (below min(out, in)) Q x r x (out + in)."""
+    from gradaudit.influence.layers import tracked_layers
+
+    total = 0
+    for layer in tracked_layers(model, NAMES):
+        out, inp = layer.shape
+        total += queries * (out * inp if rank is None or rank >= min(out, inp) else rank * (out + inp))
+    return total * 4 / 2**20
+
+
+def memory(case: str, facts: int, weights: str) -> float:
     """Peak RSS (MB) above the start of one fit + score of ``case``, after a warm-up run."""
-    model, _, train, queries = setup(facts)
+    model, _, train, queries = setup(facts, weights)
     with tempfile.TemporaryDirectory() as folder:
         fit, score = make(case, model, train, queries, folder)
         score(fit())
@@ -182,18 +204,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (1 by default)")
     parser.add_argument("--memory-case", help=argparse.SUPPRESS)
+    parser.add_argument("--weights", help=argparse.SUPPRESS)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
     if args.memory_case:
-        print(json.dumps({"peak_mb": memory(args.memory_case, args.facts)}))
+        print(json.dumps({"peak_mb": memory(args.memory_case, args.facts, args.weights)}))
         return
     print(f"load average before: {os.getloadavg()}", flush=True)
     model, _, train, queries = setup(args.facts)
     n, q = len(train[0]), len(queries[0])
     found = {}
     with tempfile.TemporaryDirectory() as folder:
-        for case in ("gradaudit", "kronfluence"):
+        weights = os.path.join(folder, "model.pt")
+        torch.save(model.state_dict(), weights)
+        for case in CASES:
             fit, score = make(case, model, train, queries, folder)
             fits, scores = [], []
             for _ in range(args.repeats):
@@ -204,19 +229,25 @@ def main() -> None:
                 result = score(fitted)
                 scores.append(time.perf_counter() - start)
             found[case] = {"fit": min(fits), "score": min(scores), "scores": result.detach().double()}
+        for case in CASES:
+            out = subprocess.run([sys.executable, __file__, "--facts", str(args.facts), "--threads",
+                                  str(args.threads), "--memory-case", case, "--weights", weights],
+                                 capture_output=True, text=True, check=True).stdout
+            found[case]["peak"] = json.loads(out.strip().splitlines()[-1])["peak_mb"]
     check = float((found["gradaudit"]["scores"] - found["kronfluence"]["scores"]).abs().max()
                   / found["kronfluence"]["scores"].abs().max())
+    low, full = found[f"rank {RANK}"]["scores"].flatten(), found["gradaudit"]["scores"].flatten()
     print(f"{n} training sequences, {q} queries, EK-FAC on {', '.join(NAMES)}")
     print(f"{'':12} {'fit s':>8} {'seq/s':>8} {'score s':>8} {'seq/s':>8} {'peak MB':>8}")
-    for case in ("gradaudit", "kronfluence"):
-        out = subprocess.run([sys.executable, __file__, "--facts", str(args.facts), "--threads", str(args.threads),
-                              "--memory-case", case],
-                             capture_output=True, text=True, check=True).stdout
-        peak = json.loads(out.strip().splitlines()[-1])["peak_mb"]
+    for case in CASES:
         row = found[case]
         print(f"{case:12} {row['fit']:8.2f} {n / row['fit']:8.0f} {row['score']:8.2f} {n / row['score']:8.0f} "
-              f"{peak:8.0f}")
+              f"{row['peak']:8.0f}")
     print(f"check: max |gradaudit - kronfluence| / max |kronfluence| = {check:.2e}")
+    print(f"query gradients held while scoring: {query_mb(model, q, None):.1f} MB whole, "
+          f"{query_mb(model, q, RANK):.1f} MB at rank {RANK} (kept factored); peak RSS {found['gradaudit']['peak']:.0f}"
+          f" vs {found[f'rank {RANK}']['peak']:.0f} MB; Pearson of rank {RANK} with full rank "
+          f"{float(torch.corrcoef(torch.stack([low, full]))[0, 1]):.4f}")
     print(f"load average after: {os.getloadavg()}")
 
 

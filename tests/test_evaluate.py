@@ -53,7 +53,8 @@ def test_a_rerun_resumes_without_recomputing(run, monkeypatch, capsys):
         raise AssertionError("a stored metric was recomputed")
 
     monkeypatch.setattr(metrics, "causal_curves", fail)
-    monkeypatch.setattr(metrics, "infidelity_scores", fail)
+    monkeypatch.setattr(metrics, "perturbation_drops", fail)
+    monkeypatch.setattr(metrics, "perturbation_dots", fail)
     assert main([*TINY, "--out", str(run)]) == 0
     assert "the metrics, audited" in capsys.readouterr().out
 
@@ -103,4 +104,7 @@ def test_data_without_masks_runs_every_other_metric(tmp_path):
     settings = COMMANDS["evaluate"].preset("tiny", data="mnist")
     test_set = type("Digits", (), {"x": torch.zeros(2, 1, 4, 4)})()
     assert evaluate.chosen_metrics(settings, test_set) == ("insertion", "deletion", "infidelity", "sensitivity",
-                                                           "faithfulness", "monotonicity", "road")
+                                                           "faithfulness", "monotonicity", "road", "sparseness",
+                                                           "complexity", "mprt", "smprt", "emprt", "random_logit",
+                                                           "completeness", "input_invariance", "lipschitz", "ris",
+                                                           "irof", "aopc")

@@ -2,8 +2,11 @@
 images, LDS and mislabel detection, the report), resume after kill -9 with the factors reused, the report's
 escaping, and every bad argument as one ``gradaudit: error:`` line with exit code 2."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from helpers import kill_once_rows_appear, stored_rows
@@ -43,6 +46,59 @@ def test_tiny_run_reports_queries_with_proponents_and_resumes_after_kill_9(tmp_p
     assert "<script" not in page
 
 
+@pytest.mark.slow
+def test_trak_ensemble_with_lds_seeds_and_brittleness_resumes_members_after_kill_9(tmp_path):
+    """``--strategy trak --ensemble 3``: members 1 and 2 trained as units and saved one by one; a run killed
+    once the first is saved keeps it (not retrained: same bytes); the rerun finishes the LDS (2 models per
+    subset), brittleness and the report, with queries drawn across classes."""
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "gradaudit", "influence", "--preset", "tiny", "--strategy", "trak", "--projection",
+            "64", "--ensemble", "3", "--lds", "3", "--lds-seeds", "2", "--brittleness", "--brittleness-ks", "5",
+            "--recipe", "optimizer=adam,lr=0.01,epochs=4,batch_size=32", "--out", str(out)]
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    member = out / "models" / "member-1.pt"
+    deadline = time.time() + 300
+    while not member.is_file() and time.time() < deadline and first.poll() is None:
+        time.sleep(0.01)
+    assert first.poll() is None, first.stdout.read()
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    first.stdout.close()
+    kept = {p.name: p.read_bytes() for p in (out / "models").glob("member-*.pt")}
+    assert "member-1.pt" in kept
+    second = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert {p.name: p.read_bytes() for p in (out / "models").glob("member-*.pt") if p.name in kept} == kept
+    assert ("ensemble: training 1 more models" in second.stdout) == (len(kept) == 1)
+    assert sorted(p.name for p in (out / "models").glob("member-*.pt")) == ["member-1.pt", "member-2.pt"]
+    store = out / "results.sqlite"
+    assert {row["method"] for row in _rows(store, "lds")} == {"trak", "identity", "random"}
+    assert all(row["lds_seeds"] == 2 for row in _rows(store, "lds"))
+    britt = {row["method"]: row for row in _rows(store, "brittleness")}
+    assert set(britt) == {"trak", "identity", "random"}
+    assert all(k in (5.0, 10.0) for row in britt.values() for k in row["smallest_k_each"])   # 10: not flipped
+    labels = {row["label"] for row in _rows(store, "influence_top")}
+    assert len(labels) == 4                                       # 4 queries, 4 classes
+    page = (out / "report.html").read_text()
+    assert "(trak influence)" in page and "Brittleness" in page and "an ensemble of 3 models" in page
+    assert "No finished audits in this run yet." not in page
+    assert "trak" in second.stdout and "minus identity (paired over queries)" in second.stdout
+
+
+def test_queries_are_drawn_across_classes_seeded():
+    import torch
+
+    from gradaudit.jobs.influence import across_classes
+
+    y = torch.tensor([0] * 10 + [1] * 3 + [2] * 7)
+    chosen = across_classes(y, 9, seed=0)
+    assert len(set(chosen.tolist())) == 9 and chosen.tolist() == sorted(chosen.tolist())
+    assert torch.bincount(y[chosen], minlength=3).tolist() == [3, 3, 3]
+    assert torch.bincount(y[across_classes(y, 12, seed=0)], minlength=3).tolist() == [5, 3, 4]  # class 1 ran out
+    assert across_classes(y, 9, seed=0).tolist() == chosen.tolist()
+    assert across_classes(y, 9, seed=1).tolist() != chosen.tolist()
+
+
 def _rows(path, audit):
     store = Store(path)
     try:
@@ -65,7 +121,11 @@ def test_the_report_escapes_what_the_store_holds(tmp_path):
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    (["--strategy", "magic"], "--strategy must be one of identity, diagonal, kfac, ekfac, exact; got 'magic'"),
+    (["--strategy", "magic"], "--strategy must be one of identity, diagonal, kfac, ekfac, exact, trak; got 'magic'"),
+    (["--ensemble", "0"], "--ensemble must be"),
+    (["--lds-seeds", "0"], "--lds-seeds must be"),
+    (["--brittleness-ks", "0,5"], "--brittleness-ks must be removal counts"),
+    (["--strategy", "trak", "--fisher", "empirical"], "--fisher does not apply to --strategy trak"),
     (["--lds", "2"], "--lds must be 0 (no LDS) or a number of subsets >= 3; got 2"),
     (["--mislabel", "1.5"], "--mislabel must be a share in [0, 1); got 1.5"),
     (["--queries", "0"], "--queries must be"),

@@ -318,3 +318,50 @@ def test_a_perturbation_of_the_wrong_shape_is_named():
     with pytest.raises(ValueError, match="perturbation must return the perturbed input with the rows' shape"):
         audit.infidelity(methods, net, (x, torch.zeros(3, dtype=torch.long)),
                          perturbation=lambda rows, e, s: (rows, rows[:1]), samples=2)
+
+
+def _counting(net):
+    """``net`` with a forward hook counting the input rows it sees (a list holding the count)."""
+    seen = [0]
+    net.register_forward_hook(lambda module, inputs, output: seen.__setitem__(0, seen[0] + len(inputs[0])))
+    return seen
+
+
+@pytest.mark.parametrize("metric", ["infidelity", "faithfulness_correlation"])
+def test_seven_maps_share_one_run_of_the_model_and_each_scores_as_it_does_alone(metric, tmp_path):
+    """The issue's shared passes: seven maps cost the model the rows of one map, and each map's number is
+    identical alone, among the seven, and when the others come from the store (the draw does not depend on them)."""
+    x = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    maps = {f"map{i}": torch.randn(5, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(7)}
+    net = small_cnn()
+    seen = _counting(net)
+    kwargs = {"samples": 6, "seed": 4} if metric == "infidelity" else {"samples": 6, "subset": 5, "seed": 4}
+    run = getattr(audit, metric)
+    run({"map3": maps["map3"]}, net, (x, torch.zeros(5, dtype=torch.long)), **kwargs)    # sizes the chunks once
+    seen[0] = 0
+    alone = run({"map3": maps["map3"]}, net, (x, torch.zeros(5, dtype=torch.long)), **kwargs).rows[0]
+    one_map = seen[0]
+    seen[0] = 0
+    together = {r["method"]: r for r in run(maps, net, (x, torch.zeros(5, dtype=torch.long)), **kwargs).rows}
+    assert seen[0] == one_map, "seven maps ran the model over more rows than one map"
+    assert together["map3"] == alone
+    store = Store(tmp_path / "results.sqlite")
+    run({n: maps[n] for n in ("map0", "map5")}, net, (x, torch.zeros(5, dtype=torch.long)), store=store, **kwargs)
+    served = {r["method"]: r for r in run(maps, net, (x, torch.zeros(5, dtype=torch.long)), store=store,
+                                          **kwargs).rows}
+    assert served == together
+    store.close()
+
+
+def test_infidelity_takes_the_indicator_for_the_named_methods_and_the_change_for_the_others():
+    x = torch.rand(4, 2, 8, 8, generator=torch.Generator().manual_seed(8)) + 0.5
+    net, y = small_cnn(channels=2), torch.zeros(4, dtype=torch.long)
+    methods = {"InputXGradient": ga.InputXGradient(), "Gradient": ga.Saliency(abs=False)}
+    mixed = {r["method"]: r for r in audit.infidelity(methods, net, (x, y), samples=5, binary=["InputXGradient"]).rows}
+    indicator = audit.infidelity({"InputXGradient": methods["InputXGradient"]}, net, (x, y), samples=5, binary=True)
+    change = audit.infidelity({"Gradient": methods["Gradient"]}, net, (x, y), samples=5, binary=False)
+    assert mixed["InputXGradient"] == indicator.rows[0] and mixed["InputXGradient"]["binary"] is True
+    assert mixed["Gradient"] == change.rows[0] and mixed["Gradient"]["binary"] is False
+    with pytest.raises(ValueError, match=r"binary must be True, False or names among the methods \(InputXGradient, "
+                                         r"Gradient\); got \['IG'\]"):
+        audit.infidelity(methods, net, (x, y), samples=5, binary=["IG"])

@@ -3,6 +3,9 @@ same noise (and the gradient explainer it cannot run), a linear model's fixed gr
 hand-written loops of Bhatt's and Arya's definitions, and Quantus 0.6.0 on the same inputs (equal where the
 definitions agree; its Monotonicity, run as shipped, passing a map on images whose probability only falls)."""
 
+import importlib.util
+import sys
+import types
 import warnings
 
 import numpy as np
@@ -36,6 +39,11 @@ def _unchanged(net, before):
 
 
 def _quantus():
+    """Quantus 0.6.0, imported. It imports zennit when zennit is installed, and zennit's __init__ imports its
+    torchvision canonizers, which need torchvision (not installable beside our torch): an empty
+    ``zennit.torchvision`` stands in, as Quantus never uses those canonizers."""
+    if importlib.util.find_spec("torchvision") is None:
+        sys.modules.setdefault("zennit.torchvision", types.ModuleType("zennit.torchvision"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import quantus

@@ -129,3 +129,23 @@ def test_a_missing_plotter_or_no_rows_is_a_clear_error():
         AuditResult("new_audit", [{"model": "m", "value": 1.0}]).plot()
     with pytest.raises(ValueError, match="the 'road' result has no rows"):
         AuditResult("road", []).plot()
+
+
+def test_insertion_deletion_draws_one_panel_per_method_with_the_controls_in_grey(results):
+    figure = results["insertion_deletion"].plot()
+    axes = [axis for axis in figure.axes if axis.lines]
+    assert len(axes) == 1 and axes[0].get_title().startswith("Saliency")       # Random is a control, not a panel
+    colours = {line.get_label(): line.get_color() for line in axes[0].lines}
+    assert colours["Random insertion"] == colours["Random deletion"] == "0.55"
+    assert colours["Saliency insertion"] == "C0"
+
+
+def test_the_metric_audit_is_one_grid_of_ranks_with_the_verdict_marked(results):
+    rows = results["metric_audit"].rows
+    axis = results["metric_audit"].plot().axes[0]
+    ranks = axis.images[0].get_array()
+    assert ranks.shape == (len(rows), 3)                                      # metrics x (Saliency, Random, Sobel)
+    for i, row in enumerate(rows):
+        assert [int(r) for r in ranks[i]] == [row["ranking"].index(m) + 1 for m in ("Saliency", "Random", "Sobel")]
+    labels = [label.get_text() for label in axis.get_yticklabels()]
+    assert labels == [f"{r['metric']}: {r['trust']}, α {r['alpha']:.2f}" for r in rows]

@@ -112,6 +112,9 @@ def spearman(a: Tensor, b: Tensor) -> Tensor:
     return pearson(average_ranks(a), average_ranks(b))
 
 
+CONTROLS = ("Random", "Sobel")
+"""The names of the control maps, blind to the model, that ``metric_audit`` and the figures expect by default."""
+
 HOW = frozenset({"store", "progress", "executor", "methods"})
 """Arguments that say how an audit runs or what it iterates over, not what a unit's numbers are."""
 

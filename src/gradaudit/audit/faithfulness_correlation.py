@@ -9,6 +9,7 @@ and scores each image's label (the prediction on the clean image for multi-hot l
 from __future__ import annotations
 
 import math
+from functools import cache
 
 import torch
 from torch import Tensor, nn
@@ -39,28 +40,40 @@ def random_subsets(n: int, pixels: int, size: int, samples: int, seed: int = 0) 
                         for _ in range(n)])
 
 
-def correlation_scores(model: nn.Module, x: Tensor, maps: Tensor, classes: Tensor, subsets: Tensor,
-                       baseline: float = 0.0) -> Tensor:
-    """Faithfulness correlation [N] (float64) of ``maps`` [N, H, W] for the logits of ``classes`` [N] on images
-    ``x`` [N, C, H, W]: per image, Pearson over the draws of ``subsets`` [N, samples, size] (flat pixel
-    indices) between the sum of the map over the subset and f(x) - f(x with the subset's pixels, all
-    channels, set to ``baseline``); 0 where either is constant over the draws. The perturbed rows run in
-    memory-bounded chunks without gradients; ``model`` is evaluated in eval mode and given back as found."""
+def subset_drops(model: nn.Module, x: Tensor, classes: Tensor, subsets: Tensor, baseline: float = 0.0) -> Tensor:
+    """f(x) - f(x with the subset's pixels, all channels, set to ``baseline``) [N, samples] (float64) for the
+    logits of ``classes`` [N] on images ``x`` [N, C, H, W], one column per draw of ``subsets`` [N, samples, size]
+    (flat pixel indices). The model's part of the metric: it does not depend on the map, so one call serves
+    every map scored on the same subsets. The perturbed rows run in memory-bounded chunks without gradients;
+    ``model`` is evaluated in eval mode and given back as found."""
     n, samples = subsets.shape[:2]
     subsets = subsets.to(x.device)
-    sums = maps.flatten(1).double().gather(1, subsets.flatten(1)).view(n, samples, -1).sum(2)
     target = Classes(classes)
 
     def removed(examples: Tensor, draws: Tensor) -> Tensor:
-        hidden = torch.zeros(len(examples), maps[0].numel(), dtype=torch.bool, device=x.device)
+        hidden = torch.zeros(len(examples), x.shape[2] * x.shape[3], dtype=torch.bool, device=x.device)
         hidden.scatter_(1, subsets[examples, draws], True)
         return x[examples].masked_fill(hidden.view(len(examples), 1, *x.shape[2:]), baseline)
 
     with prepared(model):
         chunk = auto_rows(model, x[:1], gradients=False)
         clean = sample_scores(model, target, n, 1, chunk, lambda e, _: x[e], device=x.device).double()
-        drops = clean - sample_scores(model, target, n, samples, chunk, removed, device=x.device).double()
-    return pearson(sums, drops)
+        return clean - sample_scores(model, target, n, samples, chunk, removed, device=x.device).double()
+
+
+def subset_sums(maps: Tensor, subsets: Tensor) -> Tensor:
+    """The sum of each map [N, H, W] over each of its subsets [N, samples, size]: [N, samples] (float64)."""
+    n, samples = subsets.shape[:2]
+    return maps.flatten(1).double().gather(1, subsets.to(maps.device).flatten(1)).view(n, samples, -1).sum(2)
+
+
+def correlation_scores(model: nn.Module, x: Tensor, maps: Tensor, classes: Tensor, subsets: Tensor,
+                       baseline: float = 0.0) -> Tensor:
+    """Faithfulness correlation [N] (float64) of ``maps`` [N, H, W] for the logits of ``classes`` [N] on images
+    ``x`` [N, C, H, W]: per image, Pearson over the draws of ``subsets`` [N, samples, size] (flat pixel
+    indices) between the sum of the map over the subset (``subset_sums``) and the output drop when the
+    subset's pixels are set to ``baseline`` (``subset_drops``); 0 where either is constant over the draws."""
+    return pearson(subset_sums(maps, subsets), subset_drops(model, x, classes, subsets, baseline))
 
 
 def faithfulness_correlation(methods, model: nn.Module, data, *, subset: int | None = None, samples: int = 50,
@@ -79,6 +92,11 @@ def faithfulness_correlation(methods, model: nn.Module, data, *, subset: int | N
     a correlation with a constant side is 0 rather than NaN (a flat map over the draws carries no evidence).
     Given the same subsets on single-channel images, the scores equal Quantus's (``correlation_scores``).
 
+    Shared passes: the subsets do not depend on the map, so every method of one call is scored from one run
+    of the model over the perturbed images (``subset_drops``, made once, and only when some method's row is
+    not in the store); a map only adds its sums over the subsets. A method's number is the same alone or
+    among others (tested).
+
     Rows, one per method: ``faithfulness_correlation`` (mean with its 95% interval over images),
     ``faithfulness_correlation_each`` (per image) and ``images``.
     """
@@ -95,10 +113,10 @@ def faithfulness_correlation(methods, model: nn.Module, data, *, subset: int | N
         raise ValueError(f"baseline must be a number (the value removed pixels take); got {baseline!r}")
     classes = explained_classes(model, data, x)
     subsets = random_subsets(len(x), pixels, size, samples, seed)
+    drops = cache(lambda: subset_drops(model, x, classes, subsets, float(baseline)))
 
     def compute(method, name):
-        maps = explained_maps(method, model, x, classes, _signed, name)
-        values = correlation_scores(model, x, maps, classes, subsets, float(baseline))
+        values = pearson(subset_sums(explained_maps(method, model, x, classes, _signed, name), subsets), drops())
         return {**mean_interval(values).as_row("faithfulness_correlation"),
                 "faithfulness_correlation_each": values.tolist(), "images": len(x)}
 

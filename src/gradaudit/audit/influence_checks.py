@@ -9,9 +9,10 @@ removed from the mean training loss.
   Hessian; each of ``removals`` training examples is left out in turn (its term dropped from the mean, the
   others' weights 1 / N kept: Koh & Liang's upweighting by -1 / N) and the model retrained from the optimum;
   per query, Pearson and Spearman between score / N and the actual change of the query's loss.
-- ``lds`` (Park et al. 2023, the linear datamodeling score): fresh models retrained on random alpha-subsets
-  S_j (units on an executor, local or Ray); per query, Spearman over subsets between the predicted rise of
-  its loss, sum over the examples left out of S_j of score / N, and the retrained models' loss.
+- ``lds`` (Park et al. 2023, the linear datamodeling score, as TRAK and dattri run it): fresh models retrained
+  on random alpha-subsets S_j, ``lds_seeds`` per subset (units on an executor, local or Ray); per query,
+  Spearman over subsets between the datamodel sum_{m in S_j} score and the query's margin log(p / (1 - p))
+  averaged over the subset's models.
 - ``mislabel_detection``: a share of labels flipped (seeded), a model trained on them, training examples
   ranked by self-influence: the share of flipped examples found in the top 10% / 20% against the random rate.
 Controls in every check: ``random`` (seeded standard-normal scores) and the ``identity`` strategy (plain
@@ -47,7 +48,8 @@ CONTROLS = (RANDOM, "identity")
 
 # ---- shared pieces ----
 
-def _check_int(name: str, value, low: int) -> int:
+def check_int(name: str, value, low: int) -> int:
+    """``value`` as an int when it is an integer >= ``low``; otherwise a ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     return int(value)
@@ -59,7 +61,7 @@ def _check_share(name: str, value) -> float:
     return float(value)
 
 
-def _names(strategies) -> dict:
+def strategy_names(strategies) -> dict:
     """{name: strategy name or precomputed scores}, controls added: a name, a list of names, or a mapping."""
     if isinstance(strategies, str):
         strategies = (strategies,)
@@ -78,8 +80,18 @@ def random_scores(queries: int, train: int, seed: int) -> Tensor:
     return torch.randn(queries, train, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
-def _scores(value, model: nn.Module, train_set, queries, damping, fisher: str, seed: int) -> Tensor:
-    """Scores [Q, N] of one entry of ``_names``: precomputed, random, or fitted with that strategy."""
+def _fitted(value: str, model, train_set, damping, fisher: str, seed: int, fit_options: Mapping | None):
+    """``influence.fit`` with strategy ``value`` (identity undamped); ``fit_options`` (TRAK's ``projection``)
+    reach ``trak`` alone, which takes no ``fisher`` (its margin gradients sample no labels)."""
+    options = {"damping": None if value == "identity" else damping, "seed": seed}
+    options |= dict(fit_options or {}) if value == "trak" else {"fisher": fisher}
+    return influence.fit(model, train_set, strategy=value, **options)
+
+
+def attribution_scores(value, model, train_set, queries, damping, fisher: str, seed: int,
+                       fit_options: Mapping | None = None) -> Tensor:
+    """Scores [Q, N] of one entry of ``strategy_names``: precomputed, random, or fitted with that strategy on
+    ``model`` (or a list of models: an ensemble)."""
     train_set, queries = as_examples(train_set, "train"), as_examples(queries, "queries")
     q, n = len(queries), len(train_set)
     if isinstance(value, Tensor):
@@ -89,8 +101,7 @@ def _scores(value, model: nn.Module, train_set, queries, damping, fisher: str, s
         return value.detach().double().cpu()
     if value == RANDOM:
         return random_scores(q, n, seed)
-    fitted = influence.fit(model, train_set, strategy=value, damping=None if value == "identity" else damping,
-                           fisher=fisher, seed=seed)
+    fitted = _fitted(value, model, train_set, damping, fisher, seed, fit_options)
     return fitted.scores(queries, train_set).detach().double().cpu()
 
 
@@ -98,16 +109,7 @@ def _self_scores(value: str, model: nn.Module, train_set, damping, fisher: str, 
     train_set = as_examples(train_set, "train")
     if value == RANDOM:
         return random_scores(1, len(train_set), seed)[0]
-    fitted = influence.fit(model, train_set, strategy=value, damping=None if value == "identity" else damping,
-                           fisher=fisher, seed=seed)
-    return fitted.self_scores(train_set).detach().double().cpu()
-
-
-@torch.no_grad()
-def query_losses(model: nn.Module, queries) -> Tensor:
-    """Cross-entropy [Q] of ``model`` at each query's label (float64)."""
-    found = as_examples(queries, "queries")
-    return F.cross_entropy(model(found.x), found.y, reduction="none").double()
+    return _fitted(value, model, train_set, damping, fisher, seed, None).self_scores(train_set).detach().double().cpu()
 
 
 def binomial_interval(found: int, n: int, level: float = LEVEL) -> Interval:
@@ -193,8 +195,8 @@ def loo_correlation(train_data, queries, strategies=("exact", "ekfac"), *, l2: f
     if isinstance(l2, bool) or not isinstance(l2, numbers.Real) or not l2 > 0:
         raise ValueError(f"l2 must be a number > 0 (the penalty and the damping), got {l2!r}")
     found, asked = as_examples(train_data, "train"), as_examples(queries, "queries")
-    removals = min(_check_int("removals", removals, 3), len(found))
-    named = _names(strategies)
+    removals = min(check_int("removals", removals, 3), len(found))
+    named = strategy_names(strategies)
     x, y = found.x.flatten(1).double(), found.y
     xq = asked.x.flatten(1).double()
     if xq.shape[1] != x.shape[1]:
@@ -225,7 +227,7 @@ def loo_correlation(train_data, queries, strategies=("exact", "ekfac"), *, l2: f
             theta = torch.tensor(fitted["theta"], dtype=torch.float64)
             model = _linear(theta)
             data, asked_d = (found.x.double(), y), (asked.x.double(), asked.y)
-            scores = _scores(value, model, data, asked_d, float(l2), fisher, seed)
+            scores = attribution_scores(value, model, data, asked_d, float(l2), fisher, seed)
             removed = torch.tensor(fitted["removed"])
             predicted = scores[:, removed] / len(x)
             actual = torch.tensor(fitted["changes"], dtype=torch.float64).T
@@ -246,85 +248,106 @@ def subsets(n: int, alpha: float, count: int, seed: int) -> list[Tensor]:
             for j in range(count)]
 
 
-def _retrain_lds(model_fn, shared, chosen: list[tuple[int, Tensor]], recipe: Recipe, repeats: int,
-                seed: int) -> dict[int, list[float]]:
-    """One unit of work (any executor): {subset j: the query losses [Q], mean over ``repeats`` fresh models
-    trained on that subset}; a model's seed depends on its subset and repeat alone, so a resumed run agrees."""
+def margins(logits: Tensor, y: Tensor) -> Tensor:
+    """TRAK's output function of a classifier, the margin log(p_y / (1 - p_y)) = z_y - logsumexp_{k != y} z_k
+    [B] of logits [B, C] at labels y [B] (float64)."""
+    z = logits.double()
+    others = z.scatter(1, y[:, None], -math.inf)
+    return z.gather(1, y[:, None])[:, 0] - torch.logsumexp(others, 1)
+
+
+@torch.no_grad()
+def retrained_outputs(model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor, queries: tuple[Tensor, Tensor],
+                      seeds: list[int], recipe: Recipe) -> tuple[Tensor, Tensor]:
+    """Train one fresh ``model_fn`` per seed on (x, y) together (``train.fit_ensemble``: equal to training each
+    alone) and answer for the queries (xq, yq): (the margins [Q] and the softmax probabilities [Q, C], each the
+    mean over the seeds)."""
+    with torch.enable_grad():
+        trained = train.fit_ensemble(model_fn, x, y, None, 0.0, seeds, recipe, progress=False)
+    xq, yq = queries
+    logits = [model(xq).double() for model in trained]
+    return (torch.stack([margins(z, yq) for z in logits]).mean(0),
+            torch.stack([z.softmax(1) for z in logits]).mean(0))
+
+
+def _retrain_lds(model_fn, shared, chosen: list[tuple[int, Tensor]], recipe: Recipe, lds_seeds: int,
+                 seed: int) -> dict[int, list[float]]:
+    """One unit of work (any executor): {subset j: the query margins [Q], mean over ``lds_seeds`` fresh models
+    trained on that subset}; a model's seed depends on its subset and seed index alone, so a resumed run agrees."""
     (x, y), queries = shared
-    out = {}
-    for j, members in chosen:
-        losses = 0.0
-        for r in range(repeats):
-            model_seed = seed + 100_003 * r + 7 * j + 1
-            torch.manual_seed(model_seed)
-            model = train.fit(model_fn(), (x[members], y[members]), recipe, seed=model_seed, progress=False)
-            losses = losses + query_losses(model, queries)
-        out[j] = (losses / repeats).tolist()
-    return out
+    return {j: retrained_outputs(model_fn, x[members], y[members], queries,
+                                 [seed + 100_003 * r + 7 * j + 1 for r in range(lds_seeds)], recipe)[0].tolist()
+            for j, members in chosen}
 
 
-def lds(model: nn.Module, train_data, queries, strategies=("ekfac",), *, model_fn: Callable[[], nn.Module],
-        subsets_count: int = 20, alpha: float = 0.5, repeats: int = 1, recipe: Recipe | None = None,
-        damping: float | None = None, fisher: str = "true", seed: int = 0, model_name: str = "model",
-        store: Store | None = None, executor=None, progress: bool = True, **settings) -> AuditResult:
-    """The linear datamodeling score of each strategy's scores of ``model`` (trained on ``train_data``).
+def lds(model, train_data, queries, strategies=("ekfac",), *, model_fn: Callable[[], nn.Module],
+        subsets_count: int = 20, alpha: float = 0.5, lds_seeds: int = 1, recipe: Recipe | None = None,
+        damping: float | None = None, fisher: str = "true", fit_options: Mapping | None = None, seed: int = 0,
+        model_name: str = "model", store: Store | None = None, executor=None, progress: bool = True,
+        **settings) -> AuditResult:
+    """The linear datamodeling score as TRAK (Park et al. 2023) and dattri run it, of each strategy's scores.
 
+    model: the trained model (on ``train_data``) whose scores are checked, or a list of them (an ensemble,
+        as ``influence.fit`` takes it).
     strategies: names, or a mapping name -> strategy name or precomputed scores [Q, N] (e.g. from a saved
-        fit); the ``random`` and ``identity`` controls are added.
+        fit, or TracIn's); the ``random`` and ``identity`` controls are added.
     model_fn: builds the fresh model retrained on each subset with ``recipe`` / ``settings`` (``train.Recipe``).
-    subsets_count: random alpha-subsets (at least 3); repeats: models per subset (their losses averaged).
+    subsets_count: random alpha-subsets S_j (at least 3). lds_seeds: models trained per subset with different
+        seeds, their query margins averaged (TRAK's protocol; dattri's benchmark).
+    fit_options: further keyword arguments of ``influence.fit`` for ``trak`` (its ``projection``).
     executor: where the retraining units run (``units.LocalExecutor`` by default, or ``jobs.executor``'s Ray);
         this process alone writes ``store``.
-    Rows: one per strategy: ``lds`` (mean over queries of the Spearman correlation over subsets between
-    sum_{m not in S_j} score / N and the loss of the models retrained on S_j) with its interval, ``lds_each``.
+    Rows: one per strategy: ``lds`` (the mean over queries of the Spearman correlation over subsets between
+    the datamodel's prediction sum_{m in S_j} score[q, m] and the margin log(p / (1 - p)) of the query's label
+    under the models retrained on S_j) with its interval, ``lds_each`` per query (``paired`` compares two).
     """
     call = call_arguments(locals(), units=("strategies",))
-    # A subset's retrained losses depend on neither the explained model, its scores' settings, nor the count.
-    retraining = {k: v for k, v in call.items() if k not in ("model", "damping", "fisher", "subsets_count")}
+    # A subset's retrained margins depend on neither the explained model, its scores' settings, nor the count.
+    retraining = {k: v for k, v in call.items()
+                  if k not in ("model", "damping", "fisher", "fit_options", "subsets_count")}
     recipe = Recipe.of(recipe, **settings)
-    subsets_count = _check_int("subsets_count", subsets_count, 3)
-    repeats = _check_int("repeats", repeats, 1)
+    subsets_count = check_int("subsets_count", subsets_count, 3)
+    lds_seeds = check_int("lds_seeds", lds_seeds, 1)
     alpha = _check_share("alpha", alpha)
     found, asked = as_examples(train_data, "train"), as_examples(queries, "queries")
-    named = _names(strategies)
-    label = {"model": model_name, "alpha": alpha, "subsets": subsets_count, "repeats": repeats, "seed": seed}
+    named = strategy_names(strategies)
+    label = {"model": model_name, "output": "margin", "alpha": alpha, "subsets": subsets_count,
+             "lds_seeds": lds_seeds, "seed": seed}
     arguments = {name: {"call": call, "method": fingerprint(value, name)} for name, value in named.items()}
     rows = {name: stored(store, "lds", {**label, "method": name}, arguments[name]) for name in named}
     if all(rows.values()):
         return AuditResult("lds", list(rows.values()))
     chosen = subsets(len(found), alpha, subsets_count, seed)
-    losses: dict[int, list[float]] = {}
+    outputs: dict[int, list[float]] = {}
     for j in range(subsets_count):
-        found_losses = stored(store, "lds_retraining", {**label, "subset": j}, {"call": retraining})
-        if found_losses is not None:
-            losses[j] = found_losses["losses"]
-    todo = [(j, chosen[j]) for j in range(subsets_count) if j not in losses]
+        found_outputs = stored(store, "lds_retraining", {**label, "subset": j}, {"call": retraining})
+        if found_outputs is not None:
+            outputs[j] = found_outputs["margins"]
+    todo = [(j, chosen[j]) for j in range(subsets_count) if j not in outputs]
     if todo:
         executor = executor or LocalExecutor()
         shared = executor.share(((found.x, found.y), (asked.x, asked.y)), pins=(found.x, found.y, asked.x, asked.y))
         units = [Unit(f"LDS subset {j} ({model_name})", _retrain_lds, (model_fn, shared, [(j, members)], recipe,
-                                                                         repeats, seed)) for j, members in todo]
+                                                                         lds_seeds, seed)) for j, members in todo]
         if progress:
-            print(f"  LDS: retraining {len(todo) * repeats} models on {alpha:g}-subsets, one unit per subset "
+            print(f"  LDS: retraining {len(todo) * lds_seeds} models on {alpha:g}-subsets, one unit per subset "
                   f"({executor.name}, {executor.workers} workers)", flush=True)
 
         def write(unit: Unit, result: dict) -> None:
             for j, values in result.items():
                 row = memo(store, "lds_retraining", {**label, "subset": j}, {"call": retraining},
-                           lambda v=values: {"losses": v})
-                losses[j] = row["losses"]
+                           lambda v=values: {"margins": v})
+                outputs[j] = row["margins"]
 
         executor.run(units, write)
-    actual = torch.tensor([losses[j] for j in range(subsets_count)], dtype=torch.float64).T       # [Q, J]
-    actual = actual - query_losses(model, asked)[:, None]
-    outside = torch.ones(subsets_count, len(found), dtype=torch.float64)
+    actual = torch.tensor([outputs[j] for j in range(subsets_count)], dtype=torch.float64).T      # [Q, J]
+    inside = torch.zeros(subsets_count, len(found), dtype=torch.float64)
     for j, members in enumerate(chosen):
-        outside[j, members] = 0
+        inside[j, members] = 1
     for name, value in named.items():
         def compute(value=value):
-            scores = _scores(value, model, found, asked, damping, fisher, seed)
-            predicted = scores @ outside.T / len(found)
-            values = spearman(predicted, actual)
+            scores = attribution_scores(value, model, found, asked, damping, fisher, seed, fit_options)
+            values = spearman(scores @ inside.T, actual)
             return {**mean_interval(values).as_row("lds"), "lds_each": values.tolist(), "queries": len(values),
                     "train_examples": len(found)}
 
@@ -363,7 +386,7 @@ def mislabel_detection(train_data, strategies=("ekfac",), *, model_fn: Callable[
     shares = tuple(_check_share("shares", s) for s in shares)
     found = as_examples(train_data, "train")
     classes = int(found.y.max()) + 1
-    named = _names(strategies)
+    named = strategy_names(strategies)
     if any(isinstance(v, Tensor) for v in named.values()):
         raise ValueError("mislabel_detection retrains its own models: strategies must be names, not scores")
     rows = []
@@ -399,8 +422,10 @@ def mislabel_detection(train_data, strategies=("ekfac",), *, model_fn: Callable[
 
 # ---- verdicts ----
 
-def _paired(rows: list[dict], column: str, method: str, against: str) -> Interval | None:
-    """mean(method - against) over the paired units of ``column``_each (same model, same settings)."""
+def paired(rows, column: str, method: str, against: str = "identity") -> Interval | None:
+    """mean(method - against) with its 95% interval over the paired units of ``<column>_each`` (queries, flipped
+    examples; same model, same settings), e.g. ``paired(lds(...).rows, "lds", "trak")``: is TRAK above the
+    gradient dot product? None when the two rows do not pair up."""
     def each(name):
         found = [r for r in rows if r.get("method") == name and r.get(f"{column}_each")]
         return [v for r in sorted(found, key=lambda r: str(r.get("seed"))) for v in r[f"{column}_each"]]
@@ -411,18 +436,20 @@ def _paired(rows: list[dict], column: str, method: str, against: str) -> Interva
     return mean_interval([x - y for x, y in zip(a, b, strict=True)])
 
 
-def _word(interval: Interval) -> str:
+def _word(interval: Interval, lower_is_better: bool = False) -> str:
     if interval.low > 0:
-        return "beats"
+        return "is below" if lower_is_better else "beats"
     if interval.high < 0:
-        return "is below"
+        return "beats" if lower_is_better else "is below"
     return "is not distinguishable from"
 
 
 def verdicts(results: Mapping[str, list[dict]]) -> list[str]:
     """Sentences on the influence checks in a run's results: each strategy against ``identity`` and ``random``,
-    paired over queries (LOO, LDS) or flipped examples (mislabel detection), with 95% intervals."""
+    paired over queries (LOO, LDS, brittleness) or flipped examples (mislabel detection), with 95% intervals.
+    Brittleness: fewer removals to flip a prediction is better."""
     checks = (("loo_correlation", "pearson", "leave-one-out Pearson r"), ("lds", "lds", "LDS"),
+              ("brittleness", "smallest_k", "brittleness (top proponents removed to flip a correct prediction)"),
               ("mislabel_detection", "found_10", "share of flips in the top 10% of self-influence"))
     lines = []
     for audit, column, label in checks:
@@ -432,9 +459,9 @@ def verdicts(results: Mapping[str, list[dict]]) -> list[str]:
             methods = list(dict.fromkeys(r["method"] for r in mine))
             for method in (m for m in methods if m not in CONTROLS):
                 for control in (c for c in ("identity", RANDOM) if c in methods):
-                    difference = _paired(mine, column, method, control)
+                    difference = paired(mine, column, method, control)
                     if difference is None or not math.isfinite(difference.low):
                         continue
-                    lines.append(f"{model}: {method} {_word(difference)} {control} on the {label} "
-                                 f"(difference {difference.text(signed=True)}, n = {difference.n}).")
+                    lines.append(f"{model}: {method} {_word(difference, audit == 'brittleness')} {control} on the "
+                                 f"{label} (difference {difference.text(signed=True)}, n = {difference.n}).")
     return lines

@@ -86,7 +86,8 @@ def local_faithfulness(methods, model: nn.Module, data, *, neighbourhoods=DEFAUL
     """Unexplained variance of each method's linear model on each neighbourhood, averaged over
     the first ``limit`` examples of ``data`` (``.x`` tensor or a tensor), with its interval over them
     and each example's value (``unexplained_each``, for paired comparisons: ``recommendation``).
-    Rows carry ``best``: the lowest mean of each neighbourhood (ties within 1e-9)."""
+    Rows carry ``best``: the lowest mean of each neighbourhood (ties within 1e-9). The model runs over each
+    neighbourhood's samples once, when a first method's row is not in the store, and that serves every method."""
     call = call_arguments(locals(), units=("neighbourhoods",))
     x = as_examples(data, labels=False).x[:limit]
     hoods = [Neighbourhood(n, seed) for n in neighbourhoods]

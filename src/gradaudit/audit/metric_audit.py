@@ -11,12 +11,14 @@ Per metric (a column of the metrics' rows with its per-image values, ``<column>_
     means something else: a map that ignores the model is trivially stable, so the controls are
     reported and not judged.
 (b) reliability across images: Krippendorff's alpha of the methods' ranks (controls included), images
-    as raters and methods as units, with a bootstrap interval over images.
+    as raters and methods as units, with a bias-corrected and accelerated bootstrap interval over images,
+    read with Krippendorff's thresholds (``reliability``): reliable when the interval lies at or above 0.8,
+    tentative at or above 0.667, otherwise not reliable.
 (c) agreement between metrics: Spearman's rho of their rankings of the methods (means oriented so that
     higher is better), with a bootstrap interval over images where both metrics hold the same images.
 (d) for ROAD: the same rho between MoRF and LeRF, over the mean of the fractions and per fraction.
 
-The words of each row (``trust``, ``reading``) claim only what these intervals support.
+The words of each row (``trust``, ``reliability``, ``reading``) claim only what these intervals support.
 """
 
 from __future__ import annotations
@@ -28,22 +30,32 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .common import average_ranks, pearson
+from .common import CONTROLS, average_ranks, pearson
 from .results import AuditResult
-from .stats import LEVEL, Interval, mean_interval
+from .stats import LEVEL, Interval, bca_interval, mean_interval
 
 DIRECTIONS = {
     "insertion": "higher", "deletion": "lower", "infidelity": "lower", "sensitivity_max": "lower",
     "faithfulness_correlation": "higher", "monotonicity": "higher", "hit_rate": "higher",
     "relevance_mass": "higher", "relevance_rank": "higher", "morf_accuracy": "lower", "lerf_accuracy": "higher",
     "unexplained": "lower", "rising_steps": "higher",
+    "sparseness": "higher", "complexity": "lower", "mprt": "lower", "smprt": "lower", "emprt": "higher",
+    "random_logit": "lower", "completeness": "lower", "input_invariance": "higher", "local_lipschitz": "lower",
+    "relative_input_stability": "lower", "irof": "higher", "aopc": "higher",
 }
 """Which way is better for each metric column: "higher" or "lower" (``metric_audit(directions=)`` overrides)."""
 
-ROBUSTNESS = frozenset({"sensitivity_max"})
-"""Metrics of an explanation's stability, where maps blind to the model are the most stable by design."""
+ROBUSTNESS = frozenset({"sensitivity_max", "local_lipschitz", "relative_input_stability", "input_invariance"})
+"""Metrics of an explanation's stability, where maps blind to the model are the most stable by design (input
+invariance too: a map that ignores the model cannot see the shift the model absorbs)."""
 
 LEVELS = ("ordinal", "interval")
+
+RELIABLE, TENTATIVE = 0.8, 0.667
+"""Krippendorff's guidance (2004, Content Analysis, 2nd ed., ch. 11; 2011): rely on data with alpha >= 0.800,
+draw only tentative conclusions from 0.667 <= alpha < 0.800, none below. Judged by alpha's interval: a level is
+claimed only when the interval's lower bound reaches it (Krippendorff's own test asks that the smallest
+acceptable alpha be reached with confidence, not by the point estimate)."""
 
 
 def _alphas(values: Tensor, weights: Tensor, level: str) -> Tensor:
@@ -233,15 +245,31 @@ def _rho(a: dict[str, Tensor], b: dict[str, Tensor], weights: dict[int, Tensor])
     return {"rho": rho, "low": low, "high": high, "methods": len(shared)}
 
 
+def reliability(alpha: Interval) -> str:
+    """Krippendorff's word for alpha's interval (``RELIABLE``, ``TENTATIVE``): "reliable" when its lower bound is
+    at least 0.8, "tentative" when at least 0.667, "undefined" when alpha is NaN, else "not reliable"."""
+    if math.isnan(alpha.mean):
+        return "undefined"
+    return "reliable" if alpha.low >= RELIABLE else "tentative" if alpha.low >= TENTATIVE else "not reliable"
+
+
 def _alpha_words(alpha: Interval) -> str:
     if math.isnan(alpha.mean):
         return "α undefined (no disagreement to expect: every image scores the methods alike)"
     text = f"α = {alpha.text(2)} over {alpha.n} images"
-    if alpha.low > 0:
-        return f"{text}: rankings reproduce across images"
+    word = reliability(alpha)
+    if word == "reliable":
+        return f"{text}: rankings reliable across images (interval at or above {RELIABLE})"
+    if word == "tentative":
+        return (f"{text}: rankings tentatively reliable across images (interval at or above {TENTATIVE}, "
+                f"not all above {RELIABLE})")
+    if alpha.high >= TENTATIVE:
+        return f"{text}: rankings not shown reliable across images (the interval reaches below {TENTATIVE})"
     if alpha.high < 0:
-        return f"{text}: images rank the methods against each other"
-    return f"{text}: rankings across images not distinguishable from chance"
+        return f"{text}: rankings not reliable across images; images rank the methods against each other"
+    if alpha.low <= 0:
+        return f"{text}: rankings not reliable across images, not distinguishable from chance"
+    return f"{text}: rankings not reliable across images (above chance, below {TENTATIVE})"
 
 
 def _control_test(metric: _Metric, methods: list[str], controls: list[str]) -> dict:
@@ -282,7 +310,7 @@ def _control_test(metric: _Metric, methods: list[str], controls: list[str]) -> d
             "words": words}
 
 
-def metric_audit(results, *, directions: Mapping | None = None, controls=("Random", "Sobel"), resamples: int = 1000,
+def metric_audit(results, *, directions: Mapping | None = None, controls=CONTROLS, resamples: int = 1000,
                  seed: int = 0, level: str = "ordinal") -> AuditResult:
     """Whether each metric in ``results`` can be trusted on the model and images it was computed on.
 
@@ -303,13 +331,16 @@ def metric_audit(results, *, directions: Mapping | None = None, controls=("Rando
     control), ``flagged`` and ``flag`` (why); (b) ``alpha``, ``alpha_low``, ``alpha_high`` (bootstrap
     percentile interval), ``alpha_n`` (images), ``alpha_level``; (c) ``agreement``, ``agreement_low``,
     ``agreement_high`` (other metric -> Spearman's rho); (d) for ROAD's columns ``morf_lerf`` with ``_low`` and
-    ``_high``; and the verdict ``trust``: "trusted" (every method separated from every control, or a
-    robustness metric, and alpha's interval above 0), "flagged" (see (a)) or "weak" (anything between), with
-    ``reading``, a sentence that follows the intervals. ``extra``: "agreement" (one row per pair of metrics)
+    ``_high``; ``reliability`` of alpha ("reliable", "tentative", "not reliable" or "undefined": ``reliability``);
+    and the verdict ``trust``: "trusted" (every method separated from every control and alpha reliable),
+    "tentative" (separated, alpha tentative), "flagged" (see (a)), "reported" (a robustness metric: not judged
+    against the controls, its reliability stated) or "weak" (anything between), with ``reading``, a sentence
+    that follows the intervals. ``extra``: "agreement" (one row per pair of metrics)
     and "morf_lerf" (one row per ROAD fraction and "mean").
 
     Resampling images duplicates some, and a duplicated image agrees with itself: alpha's bootstrap leans
-    upwards by about (1 - alpha) / images, negligible beside the interval's width for tens of images.
+    upwards, and near 1 the percentile interval can lie above the estimate. Alpha's interval is therefore the
+    bias-corrected and accelerated one (``stats.bca_interval``, the acceleration from leaving each image out).
     """
     directions = dict(directions or {})
     for column, direction in directions.items():
@@ -335,14 +366,20 @@ def metric_audit(results, *, directions: Mapping | None = None, controls=("Rando
         finite = table.isfinite().all(1)
         ranks = average_ranks(table[finite])
         alphas = _alphas(ranks, weights[metric.images][:, finite], level)
-        alpha = Interval(krippendorff_alpha(ranks, level), *_percentiles(alphas), int(finite.sum()))
+        kept = len(ranks)
+        jackknife = _alphas(ranks, 1 - torch.eye(kept, dtype=torch.float64), level)        # each image left out
+        estimate = krippendorff_alpha(ranks, level)
+        alpha = Interval(estimate, *bca_interval(estimate, alphas, jackknife), kept)
+        reliable = reliability(alpha)
         test = _control_test(metric, methods, present)
         sign = 1.0 if metric.direction == "higher" else -1.0
         means = {m: sign * v.mean().item() for m, v in metric.values.items()}
         if test["flagged"]:
             trust = "flagged"
-        elif (metric.column in ROBUSTNESS or len(test["separated"]) == len(methods)) and alpha.low > 0:
-            trust = "trusted"
+        elif metric.column in ROBUSTNESS:
+            trust = "reported"
+        elif len(test["separated"]) == len(methods) and reliable in ("reliable", "tentative"):
+            trust = "trusted" if reliable == "reliable" else "tentative"
         else:
             trust = "weak"
         rows.append({"metric": metric.name, "audit": metric.audit, "column": metric.column,
@@ -350,7 +387,8 @@ def metric_audit(results, *, directions: Mapping | None = None, controls=("Rando
                      "means": means, "ranking": sorted(metric.values, key=lambda m: -sign * means[m]),
                      "versus_controls": test["versus_controls"], "separated": test["separated"],
                      "flagged": test["flagged"], "flag": test["flag"], **alpha.as_row("alpha"), "alpha_level": level,
-                     "trust": trust, "reading": f"{metric.name}: {test['words']}; {_alpha_words(alpha)}"})
+                     "reliability": reliable, "trust": trust,
+                     "reading": f"{metric.name}: {test['words']}; {_alpha_words(alpha)}"})
     pairs = []
     for i, a in enumerate(metrics):
         for b in metrics[i + 1:]:

@@ -12,12 +12,19 @@
 Maps of another size (a layer method's grid) are resized to the image bilinearly.
 Beside each mean, a row holds the per-image values it is taken over, ``<column>_each`` (a list, images in
 order: ``insertion_each``, ``hit_rate_each``, ...), for paired comparisons and ``metric_audit``.
+
+Shared passes. Where the perturbed inputs do not depend on the map, one call runs the model over them once and
+scores every method from those outputs: ``infidelity`` (``perturbation_drops``), ``faithfulness_correlation``
+(``subset_drops``) and ``local_faithfulness`` (one run per neighbourhood). The others cannot share:
+``insertion_deletion``, ``monotonicity`` and ROAD move pixels in each map's own order, and ``sensitivity_max``
+re-runs each method's explainer on its noisy inputs; the pointing game and relevance mass / rank run no model.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -26,10 +33,11 @@ from torch import Tensor, nn
 from ..data.inputs import as_examples
 from ..engine import auto_rows, prepared, sample_scores
 from ..engine.backprop import predicted_classes
+from ..engine.chunks import chunk_rows
 from ..engine.target import Classes, Target
 from ..maps import heatmap, resize
 from ..store import Store
-from .common import call_arguments, explain_rows, finite_maps, per_method, rank_pixels
+from .common import call_arguments, explain_rows, finite_maps, named_methods, per_method, rank_pixels
 from .results import AuditResult
 from .stats import mean_interval
 
@@ -151,6 +159,7 @@ def insertion_deletion(methods, model: nn.Module, data, *, step: int | None = No
     insertion moves from ``substrate`` to x: "blur" (``rise_blur``) or a number (a constant image).
     AUC = (sum - first / 2 - last / 2) / n. Ties fall in a seeded random order (RISE's
     argsort puts them in reverse index order, so a flat map deletes from the bottom-right corner).
+    Each map's curves follow its own pixel order, so methods share no forward pass.
 
     Rows, one per method: ``insertion`` and ``deletion`` (mean AUC with its 95% interval over images;
     higher insertion and lower deletion are better), ``difference`` (insertion - deletion, paired per
@@ -345,36 +354,50 @@ def square_perturbations(x: Tensor, samples: int, seed: int = 0, binary: bool = 
     return perturb
 
 
-def infidelity_scores(model: nn.Module, x: Tensor, attributions: Tensor, classes: Tensor, perturb, samples: int,
-                      normalize: bool = True) -> Tensor:
-    """Infidelity [N] (Yeh et al. 2019) of ``attributions`` (like ``x`` [N, ...]) for the logits of
-    ``classes`` [N]: the mean over ``samples`` perturbations I of (sum_i a_i I_i - (f(x) - f(x')))^2, with
-    ``perturb(x_rows, examples, samples)`` giving each row's I and perturbed input x' as a pair (I, x'),
-    as Captum's ``perturb_func``, or I alone, meaning x' = x - I. ``normalize``
-    rescales the attributions per example by beta = E[(a.I) df] / E[(a.I)^2] first (the authors'
-    code; Captum's ``normalize=True``), which makes the score invariant to the attributions' scale.
-    Equals Captum's ``metrics.infidelity`` given the same perturbations. Rows run in memory-bounded
-    chunks without gradients; ``model`` is evaluated in eval mode and given back as found."""
-    dots = torch.zeros(len(x), samples, dtype=torch.float64, device=x.device)
+def _perturbed(perturb, rows: Tensor, examples: Tensor, draws: Tensor) -> tuple[Tensor, Tensor]:
+    """(I, x') of ``perturb`` for a chunk's ``rows`` [R, ...]: its pair, or I alone meaning x' = x - I; each
+    must have the rows' shape (a ValueError names which does not)."""
+    change = perturb(rows, examples, draws)
+    change, moved = change if isinstance(change, tuple) else (change, rows - change)
+    for name, value in (("I", change), ("the perturbed input", moved)):
+        if not isinstance(value, Tensor) or value.shape != rows.shape:
+            shape = list(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"perturbation must return {name} with the rows' shape {list(rows.shape)}; got {shape}")
+    return change, moved
+
+
+def perturbation_drops(model: nn.Module, x: Tensor, classes: Tensor, perturb, samples: int) -> Tensor:
+    """f(x) - f(x') [N, samples] (float64) for the logits of ``classes`` [N], x' the perturbed input of each
+    image of ``x`` and draw (``perturb`` as ``infidelity_scores``). The model's part of infidelity: it does not
+    depend on the attributions, so one call serves every map scored on the same perturbations. Rows run in
+    memory-bounded chunks without gradients; ``model`` is evaluated in eval mode and given back as found."""
     target = Classes(classes)
-
-    def perturbed(examples: Tensor, draws: Tensor) -> Tensor:
-        rows = x[examples]
-        change = perturb(rows, examples, draws)
-        change, moved = change if isinstance(change, tuple) else (change, rows - change)
-        for name, value in (("I", change), ("the perturbed input", moved)):
-            if not isinstance(value, Tensor) or value.shape != rows.shape:
-                shape = list(value.shape) if isinstance(value, Tensor) else type(value).__name__
-                raise ValueError(f"perturbation must return {name} with the rows' shape {list(rows.shape)}; "
-                                 f"got {shape}")
-        # The dot products a.I come out of the same pass that builds the rows, so I is drawn once.
-        dots[examples, draws] = (attributions[examples] * change).flatten(1).sum(1).double()
-        return moved
-
     with prepared(model):
         chunk = auto_rows(model, x[:1], gradients=False)
         clean = sample_scores(model, target, len(x), 1, chunk, lambda e, _: x[e], device=x.device).double()
-        drops = clean - sample_scores(model, target, len(x), samples, chunk, perturbed, device=x.device).double()
+        return clean - sample_scores(model, target, len(x), samples, chunk,
+                                     lambda e, s: _perturbed(perturb, x[e], e, s)[1], device=x.device).double()
+
+
+DOT_ELEMENTS = 2 ** 22
+"""Input elements per chunk when the perturbations are rebuilt to take a map's dot products (16 MB of float32)."""
+
+
+def perturbation_dots(x: Tensor, attributions: Tensor, perturb, samples: int) -> Tensor:
+    """sum_i a_i I_i [N, samples] (float64) of ``attributions`` (like ``x`` [N, ...]) with each draw's I: the
+    map's part of infidelity, without the model. The perturbations are rebuilt in chunks of ``DOT_ELEMENTS``
+    (``perturb`` gives the same I for the same image and draw), so memory stays bounded at any N and samples."""
+    dots = torch.empty(len(x), samples, dtype=torch.float64, device=x.device)
+    for _, examples, draws in chunk_rows(len(x), samples, max(1, DOT_ELEMENTS // x[0].numel()), x.device):
+        change, _ = _perturbed(perturb, x[examples], examples, draws)
+        dots[examples, draws] = (attributions[examples] * change).flatten(1).sum(1).double()
+    return dots
+
+
+def infidelity_of(dots: Tensor, drops: Tensor, normalize: bool = True) -> Tensor:
+    """Infidelity [N] from a map's dot products a.I and the output drops f(x) - f(x') ([N, samples] each): the
+    mean over draws of (a.I - drop)^2, after rescaling a.I per image by beta = E[(a.I) drop] / E[(a.I)^2] when
+    ``normalize`` (the authors' code; Captum's ``normalize=True``; beta = 0 where every a.I is 0)."""
     if normalize:
         denominator = (dots ** 2).mean(1, keepdim=True)
         beta = torch.where(denominator > 0, (dots * drops).mean(1, keepdim=True) / denominator.clamp(min=1e-300),
@@ -383,9 +406,23 @@ def infidelity_scores(model: nn.Module, x: Tensor, attributions: Tensor, classes
     return ((dots - drops) ** 2).mean(1)
 
 
+def infidelity_scores(model: nn.Module, x: Tensor, attributions: Tensor, classes: Tensor, perturb, samples: int,
+                      normalize: bool = True) -> Tensor:
+    """Infidelity [N] (Yeh et al. 2019) of ``attributions`` (like ``x`` [N, ...]) for the logits of
+    ``classes`` [N]: the mean over ``samples`` perturbations I of (sum_i a_i I_i - (f(x) - f(x')))^2, with
+    ``perturb(x_rows, examples, samples)`` giving each row's I and perturbed input x' as a pair (I, x'),
+    as Captum's ``perturb_func``, or I alone, meaning x' = x - I. ``normalize``
+    rescales the attributions per example by beta = E[(a.I) df] / E[(a.I)^2] first (the authors'
+    code; Captum's ``normalize=True``), which makes the score invariant to the attributions' scale.
+    Equals Captum's ``metrics.infidelity`` given the same perturbations: ``infidelity_of`` the map's
+    ``perturbation_dots`` and the model's ``perturbation_drops``."""
+    return infidelity_of(perturbation_dots(x, attributions, perturb, samples),
+                         perturbation_drops(model, x, classes, perturb, samples), normalize)
+
+
 def infidelity(methods, model: nn.Module, data, *, perturbation="square", samples: int = 50, normalize: bool = True,
-               binary: bool = False, limit: int | None = None, seed: int = 0, model_name: str = "model",
-               store: Store | None = None) -> AuditResult:
+               binary: bool | Collection[str] = False, limit: int | None = None, seed: int = 0,
+               model_name: str = "model", store: Store | None = None) -> AuditResult:
     """Infidelity (Yeh et al. 2019) of each method's attributions for the class the model predicts on
     the clean image (its logit), over ``samples`` perturbations per image; lower is better.
 
@@ -396,27 +433,46 @@ def infidelity(methods, model: nn.Module, data, *, perturbation="square", sample
     binary: for "square", I is the square's indicator rather than the change x - x': right for global
         attributions (IntegratedGradients, InputXGradient, DeepLIFT already multiply by x - x'), as
         Captum's documentation and the authors' ``binary_I`` say; local ones (the gradient) take False.
+        True or False for every method, or the names of the methods that take the indicator (the others
+        take the change: both score the same perturbed inputs, so they share the model's passes).
     normalize: the authors' optimal rescaling of the attributions (Captum's default is False; ours
         True, as the authors' code, so a method is not penalised for its scale).
     Attributions are the method's own, of the input's shape; precomputed values may be [N, C, H, W] or
     [N, H, W] (one value per pixel, applied to every channel). Layer methods have no attribution per
-    input element and are refused. Row per method: ``infidelity`` with its 95% interval over images. A
-    callable perturbation is keyed by its qualified name, bytecode and closure.
+    input element and are refused. Row per method: ``infidelity`` with its 95% interval over images and
+    ``binary`` (whether its I was the indicator). A callable perturbation is keyed by its qualified name,
+    bytecode and closure.
+
+    Shared passes: the perturbed inputs do not depend on the map, so every method of one call is scored
+    from one run of the model over them (``perturbation_drops``, made once, and only when some method's row
+    is not in the store); each map then only takes its dot products a.I (``perturbation_dots``). A
+    method's number is the same alone or among others (tested).
     """
-    call = call_arguments(locals())
+    call = call_arguments(locals(), units=("binary",))
     data, x = image_data(data, limit)
+    named = named_methods(methods)
     if samples < 1:
         raise ValueError(f"samples must be a positive number; got {samples}")
+    if isinstance(binary, bool):
+        indicator = dict.fromkeys(named, binary)
+    elif isinstance(binary, Collection) and not isinstance(binary, str) and set(binary) <= set(named):
+        indicator = {name: name in set(binary) for name in named}
+    else:
+        raise ValueError(f"binary must be True, False or names among the methods ({', '.join(named)}); "
+                         f"got {binary!r}")
     if perturbation == "square":
-        perturb, described = square_perturbations(x, samples, seed, binary), perturbation
+        perturbs = {flag: square_perturbations(x, samples, seed, flag) for flag in (False, True)}
+        described = perturbation
     elif callable(perturbation):
-        perturb = perturbation
+        perturbs = dict.fromkeys((False, True), perturbation)
         described = getattr(perturbation, "__qualname__", type(perturbation).__name__)
     else:
         raise ValueError(f"perturbation must be 'square' or a callable (x_rows, examples, samples) -> I; "
                          f"got {perturbation!r}")
     with prepared(model):
         classes = predicted_classes(model, x, auto_rows(model, x[:1], gradients=False))
+    # The perturbed inputs x' are the same whether I is the indicator or the change, so one run serves both.
+    drops = cache(lambda: perturbation_drops(model, x, classes, perturbs[False], samples))
 
     def compute(method, name):
         if isinstance(method, Tensor):
@@ -427,10 +483,13 @@ def infidelity(methods, model: nn.Module, data, *, perturbation="square", sample
         if attributions.ndim != 4 or len(attributions) != len(x) or attributions.shape[2:] != x.shape[2:]:
             raise ValueError(f"infidelity needs attributions of the input's shape {list(x.shape)} (or "
                              f"[N, H, W]); {name} gives {list(attributions.shape)}")
-        values = infidelity_scores(model, x, finite_maps(attributions, name).expand_as(x), classes, perturb, samples,
-                                   normalize)
+        dots = perturbation_dots(x, finite_maps(attributions, name).expand_as(x), perturbs[indicator[name]], samples)
+        values = infidelity_of(dots, drops(), normalize)
         return {**mean_interval(values).as_row("infidelity"), "infidelity_each": values.tolist(), "images": len(x)}
 
     label = {"model": model_name, "perturbation": described, "samples": samples, "normalize": normalize,
-             "binary": binary, "seed": seed}
-    return AuditResult("infidelity", per_method(store, "infidelity", methods, call, label, compute))
+             "seed": seed}
+    rows = [row for name, method in named.items()
+            for row in per_method(store, "infidelity", {name: method}, call, {**label, "binary": indicator[name]},
+                                  compute)]
+    return AuditResult("infidelity", rows)

@@ -52,6 +52,9 @@ def monotonicity(methods, model: nn.Module, data, *, step: int | None = None, ba
     ``monotonicity_each`` (1 or 0 per image), ``rising_steps`` (the share of steps whose probability does not
     fall, per image, mean with its interval: a graded view of the same curves), ``rising_steps_each`` and
     ``images``.
+
+    The insertions follow each map's own order, so methods share no forward pass (unlike ``infidelity`` and
+    ``faithfulness_correlation``).
     """
     call = call_arguments(locals())
     data, x = image_data(data, limit)

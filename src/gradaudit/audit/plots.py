@@ -3,6 +3,7 @@ DataFrame of its rows -> matplotlib figure. ``PLOTTERS`` maps each name to its p
 
 from __future__ import annotations
 
+from .common import CONTROLS
 from .stats import mean_interval
 
 
@@ -247,26 +248,64 @@ def plot_signal_coordinate(table, ax=None):
     return fig
 
 
+def _grid(rows: int, cols: int, width: float = 2.4, height: float = 2.2):
+    """A figure of ``rows`` x ``cols`` small panels sharing their axes ([rows][cols] of axes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols + 0.6, height * rows + 0.4), squeeze=False,
+                             sharex=True, sharey=True)
+    return fig, axes
+
+
 def plot_insertion_deletion(table, ax=None):
-    """RISE's insertion (solid) and deletion (dashed) curves, mean over images (and over rows of the same
-    model and method), one panel per model; the legend gives each method's mean AUCs. A faithful map
-    rises fast under insertion and falls fast under deletion."""
+    """Small multiples of RISE's curves, mean over images (and over rows of the same model and method): one panel
+    per method (a row of panels per model), insertion solid and deletion dashed, the controls (``CONTROLS``) in
+    grey in every panel; each title gives the method's mean AUCs. A faithful map rises fast under insertion and
+    falls fast under deletion, away from the grey curves of maps blind to the model. A given ``ax`` gets all
+    the curves of the first model in one panel."""
     import numpy as np
 
     table = table if "model" in table.columns else table.assign(model="model")
     models = list(dict.fromkeys(table["model"]))
-    fig, axes = _axes(ax, len(models))
-    for axis, model in zip(axes, models, strict=False):
+    names = list(dict.fromkeys(table["method"]))
+    methods = [m for m in names if m not in CONTROLS] or names
+    controls = [m for m in names if m in CONTROLS and m not in methods]
+    if ax is None:
+        fig, axes = _grid(len(models), len(methods))
+    else:
+        fig, axes = ax.figure, [[ax] * len(methods)]
+        models = models[:1]
+
+    def draw(axis, rows, colour, label):
+        fractions = rows["fractions"].iloc[0]
+        for column, style in (("insertion", "-"), ("deletion", "--")):
+            curve = np.mean(np.array(rows[f"{column}_curve"].tolist(), dtype=float), axis=0)
+            axis.plot(fractions, curve, style, color=colour, lw=1.5 if colour != "grey" else 1, label=label[column])
+
+    for row_axes, model in zip(axes, models, strict=False):
         part = table[table["model"] == model]
-        for i, method in enumerate(dict.fromkeys(part["method"])):
+        for axis, method in zip(row_axes, methods, strict=False):
+            for control, shade in zip(controls, ("0.55", "0.75", "0.35"), strict=False):
+                draw(axis, part[part["method"] == control], shade,
+                     {c: f"{control} {c}" for c in ("insertion", "deletion")})
             rows = part[part["method"] == method]
-            fractions = rows["fractions"].iloc[0]
-            for column, style in (("insertion", "-"), ("deletion", "--")):
-                curve = np.mean(np.array(rows[f"{column}_curve"].tolist(), dtype=float), axis=0)
-                axis.plot(fractions, curve, style, color=f"C{i % 10}",
-                          label=f"{method} {column} (AUC {rows[column].astype(float).mean():.3f})")
-        axis.set(title=f"Insertion / deletion - {model}", xlabel="fraction of pixels moved", ylabel="score")
-    axes[-1].legend(fontsize=6)
+            if rows.empty:
+                continue
+            draw(axis, rows, "C0", {c: f"{method} {c}" for c in ("insertion", "deletion")})
+            aucs = ", ".join(f"{c[:3]}. {rows[c].astype(float).mean():.2f}" for c in ("insertion", "deletion"))
+            axis.set_title(f"{method}\n{aucs}" + (f" ({model})" if len(models) > 1 else ""), fontsize=7)
+    for axis in (a for row_axes in axes for a in row_axes):
+        axis.tick_params(labelsize=6)
+    for axis in axes[-1]:
+        axis.set_xlabel("fraction of pixels moved", fontsize=7)
+    for row_axes in axes:
+        row_axes[0].set_ylabel("score", fontsize=7)
+    if controls:
+        axes[0][-1].legend(fontsize=5, loc="best")
+    fig.suptitle("Insertion (solid) / deletion (dashed); controls in grey", fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -318,29 +357,52 @@ def plot_mislabel_detection(table, ax=None):
     return fig
 
 
-TRUST_COLOURS = {"trusted": "tab:green", "weak": "tab:orange", "flagged": "tab:red"}
+TRUST_COLOURS = {"trusted": "tab:green", "tentative": "gold", "weak": "tab:orange", "flagged": "tab:red",
+                 "reported": "tab:blue"}
 
 
 def plot_metric_audit(table, ax=None):
-    """Krippendorff's alpha of each metric's ranking of the methods across images, with its bootstrap
-    interval, per model; the bar's colour is the audit's verdict (green trusted, orange weak, red flagged)."""
+    """The metric audit in one picture per model: a grid of metrics (rows) x methods (columns, controls last)
+    holding each method's rank under the metric (1 = best; the mean rank over rows of the same model and metric),
+    the row's label giving the verdict and Krippendorff's alpha, and a bar at its left coloured by the verdict
+    (``TRUST_COLOURS``: green trusted, yellow tentative, orange weak, red flagged, blue reported)."""
     import numpy as np
+    from matplotlib.patches import Rectangle
 
     table = table if "model" in table.columns else table.assign(model="model")
     models = list(dict.fromkeys(table["model"]))
-    fig, axes = _axes(ax, len(models), width=max(5, 0.6 * table["metric"].nunique() + 2))
+    names = list(dict.fromkeys(m for ranking in table["ranking"] for m in ranking))
+    names = [m for m in names if m not in CONTROLS] + [m for m in names if m in CONTROLS]
+    metrics = list(dict.fromkeys(table["metric"]))
+    fig, axes = _axes(ax, len(models), width=max(4.5, 0.55 * len(names) + 3.2))
+    if ax is None:
+        fig.set_figheight(max(2.6, 0.32 * len(metrics) + 1.4))
     for axis, model in zip(axes, models, strict=False):
         part = table[table["model"] == model]
-        positions = np.arange(len(part))
-        means = part["alpha"].to_numpy(dtype=float)
-        errors = np.abs(np.vstack([means - part["alpha_low"].to_numpy(dtype=float),
-                                   part["alpha_high"].to_numpy(dtype=float) - means]))
-        axis.bar(positions, means, yerr=errors, capsize=3,
-                 color=[TRUST_COLOURS.get(t, "tab:grey") for t in part["trust"]])
-        axis.axhline(0, color="black", linewidth=0.8)
-        axis.set_xticks(positions, part["metric"], rotation=45, ha="right", fontsize=7)
-        axis.set_ylabel("Krippendorff's alpha across images")
-        axis.set_title(f"The metrics, audited ({model})", fontsize=9)
+        ranks = np.full((len(metrics), len(names)), np.nan)
+        labels = []
+        for i, metric in enumerate(metrics):
+            rows = part[part["metric"] == metric]
+            if rows.empty:
+                labels.append(metric)
+                continue
+            for j, name in enumerate(names):
+                found = [r.index(name) + 1 for r in rows["ranking"] if name in r]
+                ranks[i, j] = np.mean(found) if found else np.nan
+            verdict = "/".join(dict.fromkeys(rows["trust"]))
+            labels.append(f"{metric}: {verdict}, α {rows['alpha'].astype(float).mean():.2f}")
+            axis.add_patch(Rectangle((-0.95, i - 0.45), 0.4, 0.9, color=TRUST_COLOURS.get(rows["trust"].iloc[0],
+                                                                                              "tab:grey"),
+                                     clip_on=False))
+        axis.imshow(ranks, cmap="viridis_r", aspect="auto", vmin=1, vmax=len(names))
+        for (i, j), rank in np.ndenumerate(ranks):
+            if np.isfinite(rank):
+                axis.text(j, i, f"{rank:.0f}" if rank == round(rank) else f"{rank:.1f}", ha="center", va="center",
+                          fontsize=7, color="black" if rank <= len(names) / 2 else "white")
+        axis.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+        axis.set_yticks(range(len(metrics)), labels, fontsize=7)
+        axis.set_xlim(-1, len(names) - 0.5)
+        axis.set_title(f"The metrics, audited ({model}): rank of each method, 1 = best", fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -18,6 +18,7 @@ ReLU-like activation that goes through torch's Python API, whether from a module
   the inputs' and the references' arg-max positions, then divided by x - x').
 
 - ``"attnlrp"``, ``"cp"``: the AttnLRP and CP-LRP rules for transformers (``engine.lrp_rules``).
+- a ``Composite`` (``engine.lrp_composites``): the LRP rules of a zennit composite for CNNs and MLPs.
 
 Forward values are unchanged; in-place calls stay in place. What cannot be caught: activations
 inside TorchScript or ``torch.compile`` code, fused C++ kernels (for example the fast path of
@@ -37,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
+from .lrp_composites import Composite, composite_rules
 from .lrp_rules import LRP_RULES, lrp_rules
 
 RULES = ("guided", "deconvnet", "rescale", *LRP_RULES)
@@ -232,11 +234,13 @@ class _RuleMode(TorchFunctionMode):
         return _RescaledMaxPool.apply(x, func, tuple(args[1:]), kwargs)
 
 
-def modified(rule: str | None, model=None):
-    """Context manager applying backward ``rule`` ("guided", "deconvnet", "rescale", "attnlrp", "cp") or
-    nothing for None; the AttnLRP rules also need the ``model`` (its activation modules, eager attention)."""
+def modified(rule: str | Composite | None, model=None):
+    """Context manager applying backward ``rule`` ("guided", "deconvnet", "rescale", "attnlrp", "cp", or an LRP
+    ``Composite``) or nothing for None; the AttnLRP and LRP rules also need the ``model``."""
     if rule is None:
         return nullcontext()
+    if isinstance(rule, Composite):
+        return composite_rules(rule, model)
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     return lrp_rules(rule, model) if rule in LRP_RULES else _RuleMode(rule)

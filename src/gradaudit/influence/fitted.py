@@ -23,7 +23,7 @@ from .inputs import check_shape, chunk_size, chunks, device_of, examples
 from .layers import Layer
 from .losses import cross_entropy, per_example
 from .strategies import Curvature
-from .terms import Query, check_rank, dense, example_terms, low_rank, position_terms
+from .terms import Query, check_rank, example_terms, joined, low_rank, position_terms
 
 BY = (None, "layer")
 
@@ -76,12 +76,13 @@ class Influence:
 
     def _preconditioned(self, cap: Capture, found, measurement: Callable | None = None,
                         rank: int | None = None) -> list[Query]:
-        """The queries' preconditioned gradients, one [Q, out, in] per layer (a low-rank pair at ``rank``),
-        of their loss (``measurement`` None) or of minus the measurement."""
+        """The queries' preconditioned gradients, one [Q, out, in] per layer (a low-rank pair at ``rank``, cut
+        chunk by chunk: the whole [Q, out, in] is never held), of their loss (``measurement`` None) or of minus
+        the measurement."""
         loss = None if measurement is None else _negated(measurement)
-        parts = [self.curvature.precondition(self._gradients(cap, x, y, loss))
+        parts = [[low_rank(p, rank) for p in self.curvature.precondition(self._gradients(cap, x, y, loss))]
                  for _, x, y in chunks(found, self._size(found.x), device_of(self.model))]
-        return [low_rank(torch.cat(p), rank) for p in zip(*parts, strict=True)]
+        return [joined(p) for p in zip(*parts, strict=True)]
 
     def _start(self, queries, train, measurement, rank):
         check_rank(rank)
@@ -100,18 +101,25 @@ class Influence:
         measurement: None (the score is positive when the example lowers the query's loss), or a callable
             ``(output, y) -> Tensor[Q]``, a quantity per query the score is positive for raising (the query
             gradient is that of minus it; ``sequences.log_probability``: log p(completion | prompt)).
-        rank: None keeps the preconditioned query gradients whole; r keeps each layer's at rank r (Grosse et al.)
-        Memory: the queries' preconditioned gradients, and one chunk of training gradients at a time.
+        rank: None keeps the preconditioned query gradients whole; r keeps each layer's at rank r (Grosse et al.),
+            factored (left [Q, out, r], right [Q, r, in]) throughout the scoring.
+        Memory: the queries' preconditioned gradients (at rank r: Q x r x (out + in) per layer), and one chunk of
+        training gradients at a time (at rank r: the chunk's layer inputs and output gradients, never [B, out, in]).
         """
         check_choice("by", by, BY)
         found_q, found_t = self._start(queries, train, measurement, rank)
         with capture(self.model, [(layer.name, layer.module) for layer in self.layers]) as cap:
             pre = self._preconditioned(cap, found_q, measurement, rank)
             keys = [layer.name if by == "layer" else "total" for layer in self.layers]
-            out = {key: dense(pre[0]).new_zeros(len(found_q), len(found_t)) for key in keys}
+            out = {}
             for rows, x, y in chunks(found_t, self._size(found_t.x), device_of(self.model)):
-                for key, p, g in zip(keys, pre, self._gradients(cap, x, y), strict=True):
-                    out[key][:, rows] += example_terms(p, g)
+                output = cap.forward(x)
+                grads = cap.gradients(per_example(self.loss, output, y))
+                for key, layer, p, a, g in zip(keys, self.layers, pre, cap.inputs, grads, strict=True):
+                    terms = example_terms(p, layer.rows(a), layer.output_rows(g))
+                    if key not in out:
+                        out[key] = terms.new_zeros(len(found_q), len(found_t))
+                    out[key][:, rows] += terms
         return out if by == "layer" else out["total"]
 
     def token_scores(self, queries, train, measurement: Callable | None = None, rank: int | None = None) -> Tensor:

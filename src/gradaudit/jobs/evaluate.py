@@ -20,16 +20,28 @@ import torch
 
 from .. import models, train
 from ..audit import (
+    completeness,
+    complexity,
+    emprt,
     faithfulness_correlation,
     infidelity,
+    input_invariance,
     insertion_deletion,
+    irof,
+    local_lipschitz,
     metric_audit,
     monotonicity,
+    mprt,
     pointing_game,
+    random_logit,
+    region_perturbation,
+    relative_input_stability,
     relevance_mass,
     relevance_rank,
     road,
     sensitivity_max,
+    smprt,
+    sparseness,
 )
 from ..audit.common import importance, method_name
 from ..audit.results import AuditResult
@@ -181,7 +193,7 @@ def scored(named: dict[str, Method], model: torch.nn.Module, data, metrics, sett
 
     def run_metric(label, audit, *args, **kwargs):
         began = time.perf_counter()
-        results.append(audit(*args, **common, **kwargs))
+        results.append(audit(*args, **{**common, **kwargs}))
         print(f"  {label}: {time.perf_counter() - began:.0f}s", flush=True)
 
     if {"insertion", "deletion"} & set(metrics):
@@ -204,32 +216,44 @@ def scored(named: dict[str, Method], model: torch.nn.Module, data, metrics, sett
         run_metric("relevance rank", relevance_rank, methods, model, data, seed=settings.seed)
     if "road" in metrics:
         run_metric("ROAD", road, methods, model, data, fractions=settings.road_fractions, seed=settings.seed)
+    # Quantus's other categories (issue 33), in its order, on the first ``category_images`` images: most re-run
+    # every method on changed models or inputs, so each costs several explanation passes.
+    few = {"limit": min(settings.category_images, settings.images)}
+    seeded = {**few, "seed": settings.seed}
+    stability = {**seeded, "samples": settings.stability_samples}
+    for name, label, audit, options in (
+            ("sparseness", "sparseness", sparseness, few), ("complexity", "complexity", complexity, few),
+            ("mprt", "MPRT", mprt, seeded), ("smprt", "sMPRT", smprt, {**seeded, "samples": settings.smprt_samples}),
+            ("emprt", "eMPRT", emprt, seeded), ("random_logit", "random logit", random_logit, seeded),
+            ("completeness", "completeness", completeness, few),
+            ("input_invariance", "input invariance", input_invariance, few),
+            ("lipschitz", "local Lipschitz", local_lipschitz, stability),
+            ("ris", "relative input stability", relative_input_stability, stability),
+            ("irof", "IROF", irof, seeded), ("aopc", "region perturbation (AOPC)", region_perturbation, seeded)):
+        if name in metrics:
+            run_metric(label, audit, methods, model, data, **options)
     return results
 
 
 def _infidelity(named: dict[str, Method], methods: dict, model, data, settings: EvaluatePreset, *, limit: int,
                 model_name: str, store: Store | None) -> AuditResult:
     """Infidelity with square perturbations: methods that multiply by the input against the square's
-    indicator (``binary=True``), the others against the change itself; a layer method's map, upsampled to
-    the image and applied to every channel, counts as a local map."""
+    indicator (``binary``), the others against the change itself, all in one call so that every map is
+    scored from the same run of the model; a layer method's map, upsampled to the image and applied to
+    every channel, counts as a local map."""
     x = data.x[:limit]
     global_names = {method_name(m) for key, m in named.items() if key in MULTIPLY_BY_INPUT}
-    local = {}
+    scored_maps = {}
     for name, method in methods.items():
-        if name in global_names:
-            continue
         if isinstance(method, LayerMethod):
             with prepared(model):
                 classes = predicted_classes(model, x, auto_rows(model, x[:1], gradients=False))
-            local[name] = resize(importance(method, model, x, classes, absolute=False), x.shape[-2:])
+            scored_maps[name] = resize(importance(method, model, x, classes, absolute=False), x.shape[-2:])
         else:
-            local[name] = method
-    rows = []
-    for binary, chosen in ((True, {n: m for n, m in methods.items() if n in global_names}), (False, local)):
-        if chosen:
-            rows += infidelity(chosen, model, data, samples=settings.infidelity_samples, binary=binary,
-                               seed=settings.seed, limit=limit, model_name=model_name, store=store).rows
-    return AuditResult("infidelity", rows)
+            scored_maps[name] = method
+    return infidelity(scored_maps, model, data, samples=settings.infidelity_samples,
+                      binary=sorted(global_names & set(methods)), seed=settings.seed, limit=limit,
+                      model_name=model_name, store=store)
 
 
 def print_summary(numbers: dict) -> None:

@@ -42,7 +42,8 @@ from .settings import (
 from .subjects import parse_model, parse_models
 
 METRIC_NAMES = ("insertion", "deletion", "infidelity", "sensitivity", "faithfulness", "monotonicity", "pointing",
-                "relevance", "road")
+                "relevance", "road", "sparseness", "complexity", "mprt", "smprt", "emprt", "random_logit",
+                "completeness", "input_invariance", "lipschitz", "ris", "irof", "aopc")
 LOCALISATION_METRICS = ("pointing", "relevance")
 DATA_FILES = "allow pickled weights and data files (can run arbitrary code); off by default"
 FULL_PICKLES = "allow full pickles (can run arbitrary code); off by default"
@@ -107,6 +108,20 @@ def _scenarios(value, name: str) -> tuple[str, ...]:
 
 def _threshold(value, name: str) -> float:
     return check_threshold(value)
+
+
+def _projection(value, name: str) -> int | None:
+    """TRAK's projection size: a positive integer, or 0 / None for none (stored as None)."""
+    if value in (0, None):
+        return None
+    return positive(value, name)
+
+
+def _removal_counts(value, name: str) -> tuple[int, ...]:
+    counts = tuple(value)
+    if not counts or any(isinstance(k, bool) or int(k) != k or k < 1 for k in counts):
+        raise UsageError(f"{name} must be removal counts, integers >= 1 (e.g. 10,20,40); got {value!r}")
+    return tuple(sorted({int(k) for k in counts}))
 
 
 def _lds(value, name: str) -> int:
@@ -332,6 +347,9 @@ class EvaluatePreset(Settings):
     sensitivity_samples: int = option(10, check=positive)
     radius: float = 0.02
     faithfulness_samples: int = 50
+    category_images: int = 50        # images for the metrics of issue 33 (complexity ... AOPC): most re-run methods
+    smprt_samples: int = 5           # sMPRT's noisy copies per map (Hedström et al.: 50); 5 keeps quick's run short
+    stability_samples: int = 5       # local Lipschitz and RIS copies per image (Quantus: 200); 5 keeps it short
     road_fractions: tuple = (0.1, 0.3, 0.5)
     resamples: int = 1000
     seed: int = _seed("first seed block: the CNN trained here gets seed 1000 x seed, and the data split and every "
@@ -341,7 +359,8 @@ class EvaluatePreset(Settings):
 EVALUATE_PRESETS = {
     "quick": EvaluatePreset(),
     "tiny": EvaluatePreset(copies=1, images=12, samples=2, steps=4, infidelity_samples=8, sensitivity_samples=3,
-                           faithfulness_samples=8, road_fractions=(0.5,), resamples=100,
+                           faithfulness_samples=8, road_fractions=(0.5,), resamples=100, smprt_samples=2,
+                           stability_samples=2,
                            recipe={"optimizer": "adam", "lr": 1e-3, "epochs": 1, "batch_size": 64},
                            methods=("saliency", "gradcam")),
 }
@@ -352,9 +371,11 @@ class InfluencePreset(Settings):
     """Every setting of a ``gradaudit influence`` run. ``model`` is ``package.module:factory@weights.pt`` (None:
     a small CNN of ``width`` trained here with ``recipe``, which also retrains the LDS and mislabel models);
     ``train_examples`` the training examples attributed (a seeded sample of the training split; None: all);
-    ``queries`` the first test examples explained; ``top`` proponents and opponents shown per query; ``lds``
-    random ``alpha``-subsets retrained (0: no LDS); ``mislabel`` the share of labels flipped (0: no check),
-    over ``mislabel_seeds`` seeds."""
+    ``queries`` test examples explained (drawn across classes, seeded); ``top`` proponents and opponents shown
+    per query; ``ensemble`` models trained with different seeds, scored together; ``lds`` random
+    ``alpha``-subsets retrained ``lds_seeds`` times each (0: no LDS); ``brittleness`` removes each correct
+    query's top proponents (``brittleness_ks``) and retrains; ``mislabel`` the share of labels flipped (0: no
+    check), over ``mislabel_seeds`` seeds."""
 
     data: str = option("mnist", "the dataset as for audit --data (default: mnist, the bundled digits)")
     model: str | None = option(None, "your trained classifier, package.module:factory@weights.pt (trained on the "
@@ -364,8 +385,14 @@ class InfluencePreset(Settings):
     trust_pickle: bool = _trust_pickle()
     train_examples: int | None = option(1000, "training examples attributed, a seeded sample of the training split "
                                               "(default 1000)", read=integer, check=optional(positive))
-    queries: int = option(20, "test examples explained (default 20)", read=integer, check=positive)
-    strategy: str = option("ekfac", "ekfac (default), kfac, diagonal, identity, exact", check=one_of(*STRATEGIES))
+    queries: int = option(20, "test examples explained, drawn across classes (seeded; default 20)", read=integer,
+                          check=positive)
+    strategy: str = option("ekfac", "ekfac (default), kfac, diagonal, identity, exact, trak",
+                           check=one_of(*STRATEGIES))
+    projection: int | None = option(2048, "trak: random projection size (default 2048; 0: none)",
+                                    read=integer, check=_projection)
+    ensemble: int = option(1, "models trained with different seeds and scored as one ensemble (default 1)",
+                           read=integer, check=positive)
     damping: float | None = option(None, "lambda added to the curvature (default: 0.1 x the mean eigenvalue per "
                                          "layer)", read=number, check=optional(at_least_zero))
     fisher: str = option("true", "true (labels drawn from the model, default) or empirical", check=one_of(*FISHERS))
@@ -378,6 +405,12 @@ class InfluencePreset(Settings):
                       read=integer, check=_lds)
     alpha: float = option(0.5, "share of the training examples in each LDS subset (default 0.5)", read=number,
                           check=share)
+    lds_seeds: int = option(1, "models retrained per LDS subset (and per brittleness removal), their outputs "
+                               "averaged (default 1)", read=integer, check=positive)
+    brittleness: bool = switch("remove each correctly classified query's top proponents, retrain, and find the "
+                               "smallest number that flips it (against random and gradient dot product removals)")
+    brittleness_ks: tuple = option((10, 20, 40, 80), "removal counts tried by --brittleness (default 10,20,40,80)",
+                                   read=numbers_of, check=_removal_counts)
     mislabel: float = option(0.0, "flip this share of labels and find them by self-influence (default 0: none)",
                              read=number, check=share_or_none)
     mislabel_seeds: int = option(2, check=positive)
@@ -391,6 +424,8 @@ class InfluencePreset(Settings):
     def check(self) -> None:
         if self.strategy == "identity" and self.damping is not None:
             raise UsageError("--damping does not apply to --strategy identity (plain gradient dot products)")
+        if self.strategy == "trak" and self.fisher != "true":
+            raise UsageError("--fisher does not apply to --strategy trak (margin gradients, no sampled labels)")
 
 
 INFLUENCE_PRESETS = {

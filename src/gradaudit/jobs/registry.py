@@ -13,25 +13,35 @@ from dataclasses import dataclass
 from ..methods import (
     CLIME,
     LIME,
+    LRP,
+    AblationCAM,
     AttentionRollout,
     AttnLRP,
     Deconvnet,
     DeepLift,
+    EigenCAM,
+    EigenGradCAM,
+    FullGrad,
     GradCAM,
+    GradCAMElementWise,
     GradCAMPlusPlus,
     GradientRollout,
     GuidedBackprop,
+    HiResCAM,
     InputXGradient,
     IntegratedGradients,
     KernelSHAP,
+    LayerCAM,
     LinearApprox,
     Method,
     NormGrad,
     Occlusion,
     Random,
     Saliency,
+    ScoreCAM,
     SmoothGrad,
     Sobel,
+    XGradCAM,
 )
 
 
@@ -58,13 +68,26 @@ METHODS: dict[str, Callable[[MethodSettings], Method]] = {
     "gradcampp": lambda p: GradCAMPlusPlus(p.layer),
     "normgrad": lambda p: NormGrad(p.layer),
     "linearapprox": lambda p: LinearApprox(p.layer),
+    "scorecam": lambda p: ScoreCAM(p.layer),
+    "layercam": lambda p: LayerCAM(p.layer),
+    "xgradcam": lambda p: XGradCAM(p.layer),
+    "hirescam": lambda p: HiResCAM(p.layer),
+    "gradcamelementwise": lambda p: GradCAMElementWise(p.layer),
+    "eigencam": lambda p: EigenCAM(p.layer),
+    "eigengradcam": lambda p: EigenGradCAM(p.layer),
+    "ablationcam": lambda p: AblationCAM(p.layer),
+    "fullgrad": lambda p: FullGrad(),
     "rollout": lambda p: AttentionRollout(),
     "gradientrollout": lambda p: GradientRollout(),
     "attnlrp": lambda p: AttnLRP(),
+    "lrp": lambda p: LRP(),                                   # zennit's EpsilonPlus
+    "lrp-epsilon-plus-flat": lambda p: LRP("EpsilonPlusFlat"),
+    "lrp-epsilon-alpha2-beta1": lambda p: LRP("EpsilonAlpha2Beta1"),
     "random": lambda p: Random(seed=p.seed),
     "sobel": lambda p: Sobel(),
 }
-LAYER_METHODS = ("gradcam", "gradcampp", "normgrad", "linearapprox")
+LAYER_METHODS = ("gradcam", "gradcampp", "normgrad", "linearapprox", "scorecam", "layercam", "xgradcam", "hirescam",
+                 "gradcamelementwise", "eigencam", "eigengradcam", "ablationcam")
 
 
 def check_method_names(names: Iterable[str], flag: str) -> tuple[str, ...]:

@@ -1,10 +1,11 @@
-"""The CAM family: Grad-CAM, Grad-CAM++, Smooth Grad-CAM++ and Guided Grad-CAM.
+"""The CAM family built from one forward + backward: Grad-CAM, Grad-CAM++, Smooth Grad-CAM++, Guided Grad-CAM,
+LayerCAM, XGradCAM, HiResCAM, GradCAMElementWise, EigenCAM and EigenGradCAM.
 
-Each map ends in a ReLU of a channel-weighted sum of the layer's activations, as the papers define
-it. Feature maps may have 1, 2 or 3 spatial axes ([R, C, L], [R, C, H, W], [R, C, D, H, W]); the
-means and sums "over ij" run over all of them, and maps are [B, *spatial]. Where no weighted sum is
-positive the map is exactly zero everywhere (a black panel); ``relu=False`` returns the sum before
-that ReLU, so its negative evidence can be seen.
+Each map ends in a ReLU of a (channel- or element-) weighted sum of the layer's activations, as the papers and
+pytorch-grad-cam 1.5.7 define it. Feature maps may have 1, 2 or 3 spatial axes ([R, C, L], [R, C, H, W],
+[R, C, D, H, W]); the means and sums "over ij" run over all of them, and maps are [B, *spatial]. Where no weighted
+sum is positive the map is exactly zero everywhere (a black panel); ``relu=False`` returns the sum before that
+ReLU, so its negative evidence can be seen.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import KW_ONLY, dataclass
 import torch
 from torch import Tensor
 
-from ..engine import backprop, sample_sum
+from ..engine import backprop, observe, sample_sum
 from ..engine.noise import GaussianNoise, noise_scale, noisy
 from .base import LayerMethod, fix_target
 from .gradient import GuidedBackprop
@@ -52,6 +53,20 @@ class CAMMethod(LayerMethod):
     _: KW_ONLY
     relu: bool = True
 
+    def _relu(self, weighted: Tensor) -> Tensor:
+        return weighted.clamp(min=0) if self.relu else weighted
+
+    def _activations(self, model, x: Tensor, chunk: int) -> Tensor:
+        """The layer's activations [B, C, *spatial] (channels first) from gradient-free forwards, ``chunk`` rows
+        at a time: what the CAMs that need no gradient (EigenCAM, ScoreCAM, AblationCAM) start from."""
+        layer, read = self._observed(model, x)
+
+        def rows(r, e, k):
+            a = observe(model, x[e], e, [layer])[0]
+            return (read(a, a)[0],)
+
+        return sample_sum(len(x), 1, chunk, rows, x.device)[0]
+
 
 @dataclass(frozen=True)
 class GradCAM(CAMMethod):
@@ -59,8 +74,7 @@ class GradCAM(CAMMethod):
     ``relu=False``: sum_k mean_ij(g_k) a_k, signed."""
 
     def _map(self, a, g):
-        weighted = (g.mean(_dims(a), keepdim=True) * a).sum(1)
-        return weighted.clamp(min=0) if self.relu else weighted
+        return self._relu((g.mean(_dims(a), keepdim=True) * a).sum(1))
 
 
 @dataclass(frozen=True)
@@ -124,3 +138,77 @@ class GuidedGradCAM(CAMMethod):
         cam = GradCAM(self.layer, upsample=True, interpolation=self.interpolation, relu=self.relu, grid=self.grid,
                       prefix=self.prefix)._explain(model, x, target, chunk)
         return GuidedBackprop()._explain(model, x, target, chunk) * cam.unsqueeze(1)
+
+
+@dataclass(frozen=True)
+class LayerCAM(CAMMethod):
+    """LayerCAM (Jiang et al. 2021): ReLU(sum_k ReLU(g_k) * a_k), the gradient's positive part as a weight at every
+    location (pytorch-grad-cam's ``LayerCAM``). [B, *spatial]. ``relu=False``: the sum before the final ReLU."""
+
+    def _map(self, a, g):
+        return self._relu((g.clamp(min=0) * a).sum(1))
+
+
+@dataclass(frozen=True)
+class XGradCAM(CAMMethod):
+    """XGradCAM (Fu et al. 2020): w_k = sum_ij(a_kij g_kij) / (sum_ij a_kij + 1e-7), map ReLU(sum_k w_k a_k).
+    The 1e-7 is pytorch-grad-cam's guard against an all-zero channel (the paper has none). [B, *spatial]."""
+
+    def _map(self, a, g):
+        weights = (a * g).sum(_dims(a), keepdim=True) / (a.sum(_dims(a), keepdim=True) + 1e-7)
+        return self._relu((weights * a).sum(1))
+
+
+@dataclass(frozen=True)
+class HiResCAM(CAMMethod):
+    """HiResCAM (Draelos & Carin 2020): ReLU(sum_k g_k * a_k), the gradient multiplied element-wise rather than
+    averaged, so the map sums to the score's first-order change at the layer. [B, *spatial]."""
+
+    def _map(self, a, g):
+        return self._relu((g * a).sum(1))
+
+
+@dataclass(frozen=True)
+class GradCAMElementWise(CAMMethod):
+    """pytorch-grad-cam's GradCAMElementWise: sum_k ReLU(g_k * a_k), each element's product clipped before the
+    channel sum (so ``relu`` changes nothing: the sum is never negative). [B, *spatial]."""
+
+    def _map(self, a, g):
+        return self._relu((g * a).clamp(min=0).sum(1))
+
+
+def first_component(m: Tensor) -> Tensor:
+    """Projection [R, *spatial] of the locations of m [R, C, *spatial] (vectors of C values, centred over the
+    locations) on their first principal component, signed so that it correlates non-negatively with the
+    channel sum sum_k m_k.
+
+    An SVD fixes a component only up to its sign, and pytorch-grad-cam (``get_2d_projection``) keeps whatever
+    sign numpy's SVD returns, then applies a ReLU: on some inputs its map is the complement of the salient
+    region. Here the sign is chosen so that the projection p satisfies sum_u p_u * sum_k m_ku >= 0 (a tie keeps
+    the SVD's sign); |p| is grad-cam's projection exactly.
+    """
+    flat = m.flatten(2).transpose(1, 2)                                  # [R, locations, C]
+    centred = flat - flat.mean(1, keepdim=True)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    projection = (centred @ vh[:, :1].transpose(1, 2)).squeeze(2)        # [R, locations]
+    flip = (projection * flat.sum(2)).sum(1, keepdim=True) < 0
+    return torch.where(flip, -projection, projection).view(m.shape[0], *m.shape[2:])
+
+
+@dataclass(frozen=True)
+class EigenGradCAM(CAMMethod):
+    """EigenGradCAM (pytorch-grad-cam): ReLU of the first principal component of g * a over locations, signed to
+    correlate with sum_k g_k * a_k (HiResCAM's map; see ``first_component``). [B, *spatial]."""
+
+    def _map(self, a, g):
+        return self._relu(first_component(g * a))
+
+
+@dataclass(frozen=True)
+class EigenCAM(CAMMethod):
+    """EigenCAM (Muhammad & Yeasin 2020): ReLU of the first principal component of the activations over locations,
+    signed to correlate with their channel sum (``first_component``). Needs no gradient and ignores the target:
+    one gradient-free forward. [B, *spatial]."""
+
+    def _explain(self, model, x, target, chunk):
+        return self._finish(self._relu(first_component(self._activations(model, x, chunk))), x)

@@ -7,7 +7,6 @@ import io
 import json
 from pathlib import Path
 
-from ..audit.influence_checks import verdicts
 from ..audit.plots import PLOTTERS
 from ..audit.stats import Interval, mean_interval
 from ..audit.unlearning import with_gaps
@@ -68,8 +67,28 @@ TITLES = {
     "faithfulness_correlation": "Faithfulness correlation: Pearson correlation of the attribution in random "
                                 "subsets with the output drop when they are removed",
     "monotonicity": "Monotonicity: does the class probability rise as features are inserted in order of attribution",
+    "sparseness": "Sparseness: Gini index of |attribution| (higher = sparser)",
+    "complexity": "Complexity: entropy of |attribution| as a distribution over pixels (lower = less complex)",
+    "mprt": "MPRT: Spearman r of each map with the map once the cascade has re-initialised every layer (lower = "
+            "the map follows the model)",
+    "smprt": "Smooth MPRT: as MPRT, on maps averaged over noisy copies of the input (lower = better)",
+    "emprt": "Efficient MPRT: relative rise of the map's histogram entropy once every layer is random (higher = "
+             "better)",
+    "random_logit": "Random logit: SSIM of the maps for the class and for a random other class (lower = better)",
+    "completeness": "Completeness: |sum of attributions - (f(x) - f(baseline))| in logits (lower = more complete)",
+    "input_invariance": "Input invariance: share of images whose map is unchanged when the first layer's bias "
+                        "absorbs a constant shift of the input",
+    "local_lipschitz": "Local Lipschitz estimate: largest change of the map per change of the input in a small "
+                       "ball (lower = more stable)",
+    "relative_input_stability": "Relative input stability: largest relative change of the map per relative "
+                                "change of the input, prediction kept (lower = more stable)",
+    "irof": "IROF: area over the class-probability curve as segments are removed by mean relevance (higher = "
+            "more faithful)",
+    "region_perturbation": "Region perturbation: AOPC, the mean drop of the class probability as patches are "
+                           "replaced by relevance (higher = more faithful)",
     "metric_audit": "The metrics, audited: separation from the controls (Random, Sobel), Krippendorff's alpha of "
-                    "the methods' ranking across images, and the verdict",
+                    "the methods' ranking across images (reliable when its interval is at or above 0.8, tentative "
+                    "at or above 0.667), and the verdict",
     "models": "Audited models: test accuracy (clean / under the PGD attack they were audited with)",
     "signal_coordinate": "Ground truth: synthetic signal coordinate (attribution quality at level 1)",
     "signal_mass": "Ground truth: attribution on the signal block (BlockMNIST; -top: BlockMNIST-Top)",
@@ -84,8 +103,11 @@ TITLES = {
     "weight_saliency": "Weight saliency: share of each parameter tensor's weights in SalUn's mask",
     "loo_correlation": "Leave-one-out retraining of a convex model (Koh & Liang): Pearson / Spearman r of score / N "
                        "with the actual change of each query's loss, and the slope (1 = the right scale)",
-    "lds": "Linear datamodeling score: Spearman r over models retrained on random subsets between the predicted "
-           "and the actual query loss (random scores: 0)",
+    "lds": "Linear datamodeling score (TRAK's protocol): Spearman r over models retrained on random subsets "
+           "between the summed scores of each subset and the query's margin log(p / (1 - p)) (random scores: 0)",
+    "brittleness": "Brittleness: smallest number of top proponents whose removal (and retraining) flips a correct "
+                   "prediction (smaller = better; not flipped within the grid counts as twice its largest k), "
+                   "and the share of queries flipped",
     "mislabel_detection": "Mislabel detection: share of flipped labels found in the top 10% / 20% of "
                           "self-influence (random rate 10% / 20%)",
     "activation_profiles": "Neuron activation profiles: each channel's mean activation per class, normalised "
@@ -102,6 +124,10 @@ SUMMARY = {
     "sensitivity_max": (["kind", "method"], ["sensitivity_max"]),
     "faithfulness_correlation": (["kind", "method"], ["faithfulness_correlation"]),
     "monotonicity": (["kind", "method"], ["monotonicity"]),
+    **{audit: (["kind", "method"], [audit]) for audit in (
+        "sparseness", "complexity", "mprt", "smprt", "emprt", "random_logit", "completeness", "input_invariance",
+        "local_lipschitz", "relative_input_stability", "irof")},
+    "region_perturbation": (["kind", "method"], ["aopc"]),
     "metric_audit": (["kind", "metric", "trust"], ["alpha"]),
     "models": (["kind"], ["clean", "adversarial"]),
     "signal_coordinate": (["kind", "method"], ["p_top", "p_bottom", "quality", "abs_cos"]),
@@ -118,6 +144,7 @@ SUMMARY = {
     "weight_saliency": (["scenario", "parameter"], ["weights", "salient_share"]),
     "loo_correlation": (["kind", "method"], ["pearson", "spearman", "slope"]),
     "lds": (["kind", "method"], ["lds"]),
+    "brittleness": (["kind", "method"], ["smallest_k", "flipped"]),
     "mislabel_detection": (["kind", "method"], ["found_10", "found_20"]),
 }
 SIGN = ("A positive score (proponent) means the training example helps this prediction: upweighting it lowers the "
@@ -203,7 +230,7 @@ def write_report(run: str | Path) -> Path:
     heatmaps = [{"title": f"Maps: {p.stem.replace('-', ' ')}", "data": base64.b64encode(p.read_bytes()).decode("ascii"),
                  "notes": _figure_notes(p)} for p in sorted((run / "figures").glob("*.png"))]
     page = Environment(autoescape=True).from_string(TEMPLATE).render(
-        name=run.name, lines=reading(results) + verdicts(results), influence=_influence(results.get("influence_top")),
+        name=run.name, lines=reading(results), influence=_influence(results.get("influence_top")),
         inputs=[(r["what"], r["description"]) for r in results.get("inputs", [])],
         heatmaps=heatmaps, sections=[_section(a, results[a]) for a in SUMMARY if results.get(a)],
         settings=json.dumps(settings[-1] if settings else {}, indent=2),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..audit.influence_checks import verdicts
 from ..audit.stats import Interval, difference_interval, mean_interval, verdict
 from ..audit.unlearning import with_gaps
 
@@ -191,12 +192,27 @@ def _per_image(rows: list[dict], model: str, method: str, column: str) -> list[f
     return [sum(values) / len(found) for values in zip(*found, strict=True)]
 
 
+def _standing(row: dict) -> str | None:
+    """How far the metric audit lets a metric's ranking be read: trusted, tentative (Krippendorff's alpha reaches
+    0.667 and not 0.8), or a robustness metric whose rankings are reliable or tentative across images; None for
+    weak and flagged metrics and unreliable rankings."""
+    if row.get("trust") == "trusted":
+        return "trusted here"
+    if row.get("trust") == "tentative":
+        return "tentative here: its α reaches 0.667, not 0.8"
+    if row.get("trust") == "reported" and row.get("reliability") in ("reliable", "tentative"):
+        return f"reported, not judged against the controls; rankings {row['reliability']} across images"
+    return None
+
+
 def evaluation_claims(results: dict[str, list[dict]]) -> list[Claim]:
-    """Per model and metric the metric audit trusts: which method ranks first, and whether it is above the
-    second (their paired per-image difference, oriented so that "above" = better under that metric)."""
+    """Per model and metric the metric audit lets be read (``_standing``): which method ranks first, and whether
+    it is above the second (their paired per-image difference, oriented so that "above" = better under that
+    metric)."""
     out = []
     for row in results.get("metric_audit", []):
-        if row.get("trust") != "trusted" or row.get("direction") not in ("higher", "lower"):
+        standing = _standing(row)
+        if standing is None or row.get("direction") not in ("higher", "lower"):
             continue
         ranked = [m for m in row.get("ranking", []) if m not in row.get("controls", [])]
         if len(ranked) < 2:
@@ -210,7 +226,7 @@ def evaluation_claims(results: dict[str, list[dict]]) -> list[Claim]:
         word = verdict(diff)
         lead = f"{ranked[0]} ranks first" if word == "above" else f"{ranked[0]} and {ranked[1]} are {word}"
         out.append(Claim(f"evaluate:{row['model']}:{row['metric']}:first", word, diff,
-                         f"{row['model']}, {row['metric']} (trusted here; {row['direction']} is better): {lead}: "
+                         f"{row['model']}, {row['metric']} ({standing}; {row['direction']} is better): {lead}: "
                          f"{mean_interval(first).text()} vs {ranked[1]} {mean_interval(second).text()}, paired "
                          f"difference in {ranked[0]}'s favour {diff.text(signed=True)} over {diff.n} images."))
     return out
@@ -224,7 +240,8 @@ def headline(results: dict[str, list[dict]]) -> dict:
 
 
 def reading(results: dict[str, list[dict]], found: list[Claim] | None = None) -> list[str]:
-    """Short sentences: every claim, then the controls (Random, leak check, randomization)."""
+    """Short sentences: every claim, then the controls (Random, leak check, randomization), then the influence
+    checks' verdicts; "No finished audits in this run yet." only when there is none of these."""
     lines = [c.sentence for c in (claims(results) if found is None else found)]
     lines += [f"{r['model']}: {r['trust']}: {r['reading']}" for r in results.get("metric_audit", [])]
     lines += [c.sentence for c in evaluation_claims(results)]
@@ -254,6 +271,5 @@ def reading(results: dict[str, list[dict]], found: list[Claim] | None = None) ->
         lines.append(f"Randomizing only the last layer leaves the standard models' Saliency maps at Spearman "
                      f"{mean_interval(standard_r).text(2)} with the trained ones (lower = the method depends on "
                      "the model).")
-    if not lines:
-        lines.append("No finished audits in this run yet.")
-    return lines
+    lines += verdicts(results)
+    return lines or ["No finished audits in this run yet."]
