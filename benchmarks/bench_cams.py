@@ -3,10 +3,11 @@
     python benchmarks/bench_cams.py            # both models, 3 repeats (about two minutes on 2 CPU cores)
     python benchmarks/bench_cams.py --quick    # 1 repeat
 
-For each model it prints ms/image of: gradaudit's ``ScoreCAM`` with its defaults (16 masked inputs per pass, as
-grad-cam), grad-cam's ``ScoreCAM`` with its default ``batch_size`` 16, and two floors: one forward + backward of
-the batch (what a gradient CAM costs), and the C + 1 forwards per image ScoreCAM needs (the clean one and one per
-channel mask), run 16 at a time without gradients on inputs prepared beforehand. Times: all cases of one model in
+For each model it prints ms/image of: gradaudit's ``ScoreCAM`` with its defaults (as many masked inputs per pass
+as the memory budget allows without gradients) and with grad-cam's 16 per pass (``masks_per_pass=16``),
+grad-cam's ``ScoreCAM`` with its default ``batch_size`` 16, and two floors: one forward + backward of the batch
+(what a gradient CAM costs), and the C + 1 forwards per image ScoreCAM needs (the clean one and one per channel
+mask), run 16 at a time without gradients on inputs prepared beforehand. Times: all cases of one model in
 one subprocess, round-robin over the repeats, fastest repeat each. Peak memory: each case alone in its own
 subprocess, the peak RSS during one call above the RSS before it (after a warm-up call; ``peak_memory.py``).
 The maps of both are compared: max |difference| after scaling each to [0, 1] (grad-cam scales, then resizes
@@ -38,9 +39,9 @@ from gradaudit import models
 MODELS = {
     # name: (builder, per-example input shape, images per call, layer)
     "cnn": (lambda: models.small_cnn(in_shape=(1, 28, 28)), (1, 28, 28), 16, "conv2"),
-    "resnet": (lambda: models.resnet18(), (3, 64, 64), 2, "layer3"),
+    "resnet": (lambda: models.resnet18(), (3, 64, 64), 2, "layer2"),
 }
-CASES = ("gradaudit", "grad-cam", "floor: forward+backward", "floor: C+1 forwards")
+CASES = ("gradaudit", "gradaudit, 16 per pass", "grad-cam", "floor: forward+backward", "floor: C+1 forwards")
 
 
 def grad_cam_score_cam():
@@ -76,8 +77,8 @@ def channels(model, x, layer) -> int:
 
 def make_call(case: str, model, x, target, layer):
     """A function of no arguments running ``case`` once on the whole batch, returning its map (or None)."""
-    if case == "gradaudit":
-        method = ga.ScoreCAM(layer)
+    if case.startswith("gradaudit"):
+        method = ga.ScoreCAM(layer, masks_per_pass=16 if "16" in case else None)
         return lambda: method(model, x, target)
     if case == "grad-cam":
         os.environ["TQDM_DISABLE"] = "1"

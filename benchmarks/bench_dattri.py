@@ -85,11 +85,11 @@ def timed(name: str, function):
 
 
 def estimators(kind: str, data, queries, models: list[nn.Module], tracin_points, trak_models: list[int],
-               projection: int) -> dict:
-    """{name: (scores [Q, N], seconds)}."""
+               projection: int, skip: set[str]) -> dict:
+    """{name: (scores [Q, N], seconds)}, less the estimators in ``skip``."""
     model = tracin_points[-1][0]
     found = {}
-    if kind == "lr":
+    if kind == "lr" and "exact" not in skip:
         found["exact"] = timed("exact", lambda: influence.fit(model, data, strategy="exact", damping=LR_DECAY)
                                .scores(queries, data))
     found["ekfac"] = timed("ekfac", lambda: influence.fit(model, data, strategy="ekfac").scores(queries, data))
@@ -142,7 +142,8 @@ def run(kind: str, args, data, test) -> list[str]:
         accuracy = (tracin_points[-1][0](queries[0]).argmax(1) == queries[1]).float().mean().item()
     print(f"{kind}: {count} models trained in {time.perf_counter() - began:.0f}s; model 0's query accuracy "
           f"{accuracy:.3f}", flush=True)
-    found = estimators(kind, data, queries, models, tracin_points, args.trak_models, args.projection)
+    found = estimators(kind, data, queries, models, tracin_points, args.trak_models, args.projection,
+                       set(args.skip.split(",")))
     began = time.perf_counter()
     result = lds(tracin_points[-1][0], data, queries, {name: s for name, (s, _) in found.items()},
                  model_fn=builder(kind), subsets_count=args.subsets, alpha=0.5, lds_seeds=args.lds_seeds,
@@ -175,6 +176,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--trak-models", default="1,10")
     parser.add_argument("--projection", type=int, default=2048)
+    parser.add_argument("--skip", default="", help="estimators left out, e.g. exact (its D x D matrix is slow)")
     parser.add_argument("--traker", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()

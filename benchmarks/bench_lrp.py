@@ -10,9 +10,10 @@ For each model and composite it prints the ms per batch and the peak memory of
 - gradaudit: ``ga.LRP(composite)(model, x, target, batch_size=B)``, all of it (checks, rule plan, the pass);
 - zennit: ``Gradient(model, composite with SequentialMergeBatchNorm)`` entered (canonizer, hooks), called once
   with the one-hot * logit output relevance, and left, per batch.
-Times: the cases of one model round-robin in one process, fastest of the repeats (this machine's speed drifts
-between processes). Peak memory: each case alone in a subprocess after a warm-up call, the peak RSS during one
-call above the RSS before it (glibc returning allocations over 64 KiB at once), or the CUDA peak allocation.
+Times: the cases of one model round-robin in one process, fastest of the repeats (40 for the small CNN, 7 for
+the ResNet; this machine's speed drifts between processes and with its load). Peak memory: each case alone in a
+subprocess after a warm-up call, the peak RSS during one call above the RSS before it (glibc returning
+allocations over 64 KiB at once), or the CUDA peak allocation.
 On the ResNet zennit takes the gradient of the residual additions (its ResNet canonizer needs torchvision,
 which does not install here); that is the same work as its Sum rule, not the same relevance.
 zennit's ``__init__`` imports torchvision: its submodules are loaded under a bare package, as the tests do.
@@ -36,25 +37,27 @@ from peak_memory import reset_peak, status_mb
 import gradaudit as ga
 from gradaudit import models
 
-MODELS = {   # name: (builder, per-example input shape, batch)
-    "cnn": (lambda: models.small_cnn((1, 28, 28), 10), (1, 28, 28), 64),
-    "resnet18": (lambda: models.resnet18(), (3, 64, 64), 16),
+MODELS = {   # name: (builder, per-example input shape, batch, repeats: more where a call is short, so the fastest
+    # repeat finds a quiet moment of a shared machine)
+    "cnn": (lambda: models.small_cnn((1, 28, 28), 10), (1, 28, 28), 64, 40),
+    "resnet18": (lambda: models.resnet18(), (3, 64, 64), 16, 7),
 }
 COMPOSITES = ("EpsilonPlus", "EpsilonAlpha2Beta1", "EpsilonGammaBox")
 BOX = {"low": -3.0, "high": 3.0}
 
 
 def zennit():
-    spec = importlib.util.find_spec("zennit")
-    package = types.ModuleType("zennit")
-    package.__path__ = list(spec.submodule_search_locations)
-    sys.modules["zennit"] = package
+    if "zennit" not in sys.modules:
+        spec = importlib.util.find_spec("zennit")
+        package = types.ModuleType("zennit")
+        package.__path__ = list(spec.submodule_search_locations)
+        sys.modules["zennit"] = package
     from zennit import attribution, canonizers, composites
     return attribution, canonizers, composites
 
 
 def build(name: str, device: str):
-    builder, shape, batch = MODELS[name]
+    builder, shape, batch, _ = MODELS[name]
     torch.manual_seed(0)
     model = builder().to(device).eval()
     x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(1)).to(device)
@@ -137,8 +140,9 @@ def _subprocess(arguments: list[str], env: dict | None = None):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def table(name: str, composites, device: str, repeats: int, threads: int) -> None:
-    _, shape, batch = MODELS[name]
+def table(name: str, composites, device: str, quick: bool, threads: int) -> None:
+    _, shape, batch, repeats = MODELS[name]
+    repeats = max(3, repeats // 4) if quick else repeats
     cases = [{"model": name, "device": device, "repeats": repeats, "threads": threads, "impl": "floor",
               "composite": "EpsilonPlus"}]
     for composite in composites:
@@ -174,7 +178,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} threads, device {device}; load average (1, 5, 15 min) "
           f"{os.getloadavg()}")
     for name in args.models.split(","):
-        table(name, ("EpsilonPlus",) if args.quick else COMPOSITES, device, 3 if args.quick else 7, args.threads)
+        table(name, ("EpsilonPlus",) if args.quick else COMPOSITES, device, args.quick, args.threads)
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -41,6 +41,7 @@ def main() -> None:
         "SmoothGrad": ga.SmoothGrad(ga.Saliency(), samples=50, noise=0.15),
         "IG": ga.IntegratedGradients(steps=50),
         "Guided BP": ga.GuidedBackprop(),
+        "LRP": ga.LRP(),
         "Grad-CAM": ga.GradCAM("conv2"),
         "Grad-CAM++": ga.GradCAMPlusPlus("conv2"),
         "Score-CAM": ga.ScoreCAM("conv2"),

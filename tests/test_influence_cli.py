@@ -177,3 +177,17 @@ def test_a_users_model_is_attributed_and_misfits_are_refused(tmp_path, capsys):
     assert cli.main(["influence", "--preset", "tiny", "--out", str(tmp_path / "other"), "--model",
                      f"usernets:grey_cnn@{weights}"]) == 2
     assert "model 'model' outputs only 3 classes" in capsys.readouterr().err
+
+
+def test_the_reading_says_no_finished_audits_only_when_there_are_none():
+    from gradaudit.report.reading import reading
+
+    assert reading({}) == ["No finished audits in this run yet."]
+    rows = [{"model": "cnn", "method": "trak", "lds_each": [0.5, 0.62, 0.55, 0.6]},
+            {"model": "cnn", "method": "identity", "lds_each": [0.1, 0.2, 0.15, 0.12]}]
+    lines = reading({"lds": rows, "brittleness": [
+        {"model": "cnn", "method": "trak", "smallest_k_each": [10.0, 20.0, 10.0, 10.0]},
+        {"model": "cnn", "method": "identity", "smallest_k_each": [40.0, 80.0, 40.0, 80.0]}]})
+    assert lines[0].startswith("cnn: trak beats identity on the LDS (difference +0.")
+    assert lines[1].startswith("cnn: trak beats identity on the brittleness")          # fewer removals: better
+    assert not any("No finished audits" in line for line in lines)

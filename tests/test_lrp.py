@@ -21,6 +21,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import assert_unchanged, snapshot
+from nets import double, resnet_like
+from nets import twin as out_of_place
 from torch import nn
 
 import gradaudit as ga
@@ -67,7 +69,7 @@ def randomised(model, seed=0, eps=0.0):
     g = torch.Generator().manual_seed(seed)
     model = model.double().eval()
     for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g, dtype=torch.float64))
             m.running_var.copy_(torch.rand(m.running_var.shape, generator=g, dtype=torch.float64) + 0.5)
             m.weight.data.copy_(torch.randn(m.weight.shape, generator=g, dtype=torch.float64))
@@ -117,7 +119,7 @@ def residual(zennit_sum=None, bias=True):
     return randomised(Residual(zennit_sum, bias), seed=1)
 
 
-def twin(model, zennit_sum):
+def with_zennit_sum(model, zennit_sum):
     """The same residual network adding its branches with zennit's Sum layer."""
     copy = Residual(zennit_sum, bias=model.fc.bias is not None).double().eval()
     copy.load_state_dict(model.state_dict())
@@ -152,7 +154,8 @@ def test_composites_equal_zennit_on_a_residual_block(zennit, name):
     before = snapshot(model)
     ours = ga.LRP(name, **(BOX if name == "EpsilonGammaBox" else {}))(model, x, TARGET)
     assert_unchanged(model, before)
-    expected = zennit_relevance(zennit, twin(model, zennit.layer.Sum()), x, TARGET, zennit_composite(zennit, name))
+    summed = with_zennit_sum(model, zennit.layer.Sum())
+    expected = zennit_relevance(zennit, summed, x, TARGET, zennit_composite(zennit, name))
     assert expected.abs().max() > 1e-5
     assert torch.allclose(ours, expected, rtol=0, atol=1e-6 * expected.abs().max().item())
 
@@ -184,7 +187,7 @@ def test_zennit_canonizer_leaves_batchnorm_scaling(zennit):
     model, x = cnn(eps=1e-3), inputs()
     shifted = copy.deepcopy(model)
     for m in shifted.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             m.running_var += m.eps
             m.eps = 0.0
     assert torch.allclose(model(x), shifted(x), rtol=1e-12)
@@ -320,9 +323,11 @@ def test_other_layer_kinds_equal_zennit(zennit):
             assert torch.allclose(got, expected, rtol=0, atol=1e-6 * expected.abs().max().item()), (shape, name)
 
 
-def test_grouped_transposed_convolution_folds_its_batchnorm():
-    """zennit's canonizer cannot fold a BatchNorm after a grouped transposed convolution (its weight is
-    [in, out / groups, ...]); ours does: with epsilon = 0 everywhere and no biases the relevance is conserved."""
+def test_grouped_transposed_convolution_folds_its_batchnorm(zennit):
+    """zennit's canonizer cannot fold a BatchNorm after a grouped transposed convolution (it scales the weight
+    [in, out / groups, ...] by all out channels, and raises, leaving a bias it added on the model); ours folds it
+    per group: with epsilon = 0 everywhere and no biases, relevance is conserved and equals x * gradient (the
+    network is linear)."""
     torch.manual_seed(8)
     model = randomised(nn.Sequential(nn.ConvTranspose2d(4, 6, 2, stride=2, groups=2, bias=False), nn.BatchNorm2d(6),
                                      nn.Flatten(), nn.Linear(6 * 64, 3, bias=False)))
@@ -330,11 +335,23 @@ def test_grouped_transposed_convolution_folds_its_batchnorm():
     bn.bias.data.zero_()
     bn.running_mean.zero_()
     x = inputs((3, 4, 4, 4))
+    theirs = copy.deepcopy(model)
+    with pytest.raises(RuntimeError, match="must match the size"):
+        zennit_relevance(zennit, theirs, x, TARGET, zennit_composite(zennit, "EpsilonPlus"))
+    assert theirs[0].bias is not None                 # and leaves the bias it added to the layer
     got = ga.LRP(epsilon=0.0, rules={nn.ConvTranspose2d: Epsilon(0.0)})(model, x, TARGET)
     logits = model(x)[torch.arange(3), TARGET].detach()
     assert torch.allclose(got.sum((1, 2, 3)), logits, rtol=1e-9)
     grad = torch.autograd.functional.jacobian(lambda t: model(t)[torch.arange(3), TARGET].sum(), x)
     assert torch.allclose(got, x * grad, rtol=1e-9, atol=1e-12)   # a linear net: epsilon-0 LRP is x * gradient
+
+
+def test_in_place_model_gives_the_same_relevance_as_its_out_of_place_twin():
+    """In-place ReLUs and ``out += x`` (tests/nets.py's ResNet-like net) against the same net written out of place."""
+    model, x = double(resnet_like()), inputs()
+    for name in ("EpsilonPlus", "EpsilonAlpha2Beta1"):
+        got = ga.LRP(name)(model, x, TARGET)
+        assert got.abs().max() > 0 and torch.equal(got, ga.LRP(name)(double(out_of_place(model)), x, TARGET))
 
 
 def test_batches_and_targets():

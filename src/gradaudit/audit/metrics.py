@@ -379,8 +379,8 @@ def perturbation_drops(model: nn.Module, x: Tensor, classes: Tensor, perturb, sa
                                      lambda e, s: _perturbed(perturb, x[e], e, s)[1], device=x.device).double()
 
 
-DOT_ELEMENTS = 2 ** 22
-"""Input elements per chunk when the perturbations are rebuilt to take a map's dot products (16 MB of float32)."""
+DOT_ELEMENTS = 2 ** 20
+"""Input elements per chunk when the perturbations are rebuilt to take a map's dot products (4 MB of float32)."""
 
 
 def perturbation_dots(x: Tensor, attributions: Tensor, perturb, samples: int) -> Tensor:

@@ -148,7 +148,6 @@ def _apply_overrides(composite: Composite, user: nn.Module, layers, result: Plan
     modules = dict(user.named_modules())
     by_name = [(k, r) for k, r in composite.overrides if isinstance(k, str)]
     by_type = [(k, r) for k, r in composite.overrides if not isinstance(k, str)]
-    named = set()
     for key, rule in by_type + by_name:               # names last: they win over types
         if isinstance(key, str):
             if not isinstance(modules.get(key), LAYERS):
@@ -156,9 +155,8 @@ def _apply_overrides(composite: Composite, user: nn.Module, layers, result: Plan
                 raise ValueError(f"rules: {key!r} is {what}; rules apply to dense and convolutional layers by name "
                                  f"({', '.join(n for n, _ in layers[:8])}, ...) or by type")
             hits = [modules[key]]
-            named.add(modules[key])
         elif isinstance(key, type) and issubclass(key, LAYERS):
-            hits = [m for _, m in layers if isinstance(m, key) and m not in named]
+            hits = [m for _, m in layers if isinstance(m, key)]
             if not hits:
                 raise ValueError(f"rules: no layer of the model is a {key.__name__}, so its rule catches nothing")
         else:
@@ -308,9 +306,10 @@ class _CompositeMode(TorchFunctionMode):
         module = self.stack[-1]
         rule = self.plan.rules.get(module)
         arguments = dict(_LAYER_DEFAULTS) | dict(zip(_LAYER_CALLS[func], args, strict=False)) | kwargs
-        if rule is None or not arguments["input"].requires_grad:
-            self._refuse(f"{func.__name__} outside a dense or convolution module (no LRP rule)" if rule is None
-                         else f"{func.__name__} on an input without gradient")
+        if not arguments["input"].requires_grad:                 # not on the relevance path
+            return func(*args, **kwargs)
+        if rule is None:
+            self._refuse(f"{func.__name__} outside a dense or convolution module (no LRP rule)")
             return func(*args, **kwargs)
         x, weight, bias = arguments["input"], arguments["weight"], arguments["bias"]
         conv = None
@@ -354,7 +353,8 @@ class _CompositeMode(TorchFunctionMode):
         arguments = list(args) + [kwargs.get("other")] if "other" in kwargs else list(args)
         if len(arguments) != 2 or not all(isinstance(a, Tensor) and a.requires_grad for a in arguments) or (
                 kwargs.get("alpha", 1) != 1):
-            self._refuse("an addition of a constant (relevance would vanish into it: a bias outside a layer)")
+            self._refuse("an addition of a constant (relevance would vanish into it: a bias outside a layer) or a "
+                         "scaled addition (alpha)")
             return func(*args, **kwargs)
         a, b = arguments
         y = sum_relevance(a, b)

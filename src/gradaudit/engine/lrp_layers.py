@@ -40,9 +40,9 @@ STABILIZER = 1e-6
 
 
 def stabilize(z: Tensor, epsilon: float) -> Tensor:
-    """z + epsilon * sign(z) with sign(0) = +1 (zennit's ``stabilize``, the same numbers, faster: z + 0.0 turns
-    -0.0 into +0.0, so copysign gives +epsilon at both zeros)."""
-    return torch.copysign(z.new_tensor(epsilon), z + 0.0).add_(z)
+    """z + epsilon * sign(z) with sign(0) = +1 (zennit's ``stabilize``), in two passes. At z = -0.0 it adds
+    -epsilon instead, which changes no relevance: every term of a zero z is zero, and so is every share of it."""
+    return torch.copysign(z.new_tensor(epsilon), z).add_(z)
 
 
 def unchanged(t: Tensor) -> Tensor:
@@ -84,9 +84,7 @@ class Part:
 
 @dataclass(frozen=True)
 class LayerRule:
-    """Base of the rules for dense and convolutional layers; ``name`` is how the rule is written as a string."""
-
-    name = ""
+    """Base of the rules for dense and convolutional layers."""
 
     def parts(self) -> tuple[Part, ...]:
         raise NotImplementedError
@@ -102,9 +100,9 @@ class LayerRule:
 
 @dataclass(frozen=True)
 class Epsilon(LayerRule):
-    epsilon: float = 1e-6
+    """The epsilon rule (LRP-0 for epsilon = 0), zennit's ``Epsilon``."""
 
-    name = "epsilon"
+    epsilon: float = 1e-6
 
     def parts(self):
         return (Part((Term("x", unchanged, unchanged),)),)
@@ -115,9 +113,9 @@ class Epsilon(LayerRule):
 
 @dataclass(frozen=True)
 class ZPlus(LayerRule):
-    stabilizer: float = STABILIZER
+    """The z+ rule with negative inputs on the negative weights, zennit's ``ZPlus``."""
 
-    name = "zplus"
+    stabilizer: float = STABILIZER
 
     def parts(self):
         return (Part((Term("x+", positive, positive), Term("x-", negative, None))),)
@@ -125,11 +123,11 @@ class ZPlus(LayerRule):
 
 @dataclass(frozen=True)
 class AlphaBeta(LayerRule):
+    """The alpha-beta rule, zennit's ``AlphaBeta``."""
+
     alpha: float = 2.0
     beta: float = 1.0
     stabilizer: float = STABILIZER
-
-    name = "alphabeta"
 
     def __post_init__(self):
         # zennit's condition: both non-negative and alpha - beta = 1, so the layer's relevance is conserved.
@@ -144,10 +142,10 @@ class AlphaBeta(LayerRule):
 
 @dataclass(frozen=True)
 class Gamma(LayerRule):
+    """The generalised gamma rule, zennit's ``Gamma``."""
+
     gamma: float = 0.25
     stabilizer: float = STABILIZER
-
-    name = "gamma"
 
     def parts(self):
         g = self.gamma
@@ -164,9 +162,9 @@ class Gamma(LayerRule):
 
 @dataclass(frozen=True)
 class Flat(LayerRule):
-    stabilizer: float = STABILIZER
+    """The flat rule, zennit's ``Flat``."""
 
-    name = "flat"
+    stabilizer: float = STABILIZER
 
     def parts(self):
         return (Part((Term("1", ones, None),)),)
@@ -174,9 +172,9 @@ class Flat(LayerRule):
 
 @dataclass(frozen=True)
 class WSquare(LayerRule):
-    stabilizer: float = STABILIZER
+    """The w^2 rule of Montavon et al. 2017 (without zennit's squared bias)."""
 
-    name = "wsquare"
+    stabilizer: float = STABILIZER
 
     def parts(self):
         return (Part((Term("1", torch.square, None),)),)
@@ -184,14 +182,12 @@ class WSquare(LayerRule):
 
 @dataclass(frozen=True)
 class ZBox(LayerRule):
-    """low, high: the smallest and largest input values, numbers or nested tuples broadcastable to the input
-    (a tensor is stored as its nested tuple, so the rule stays hashable)."""
+    """The z^B (box) rule, zennit's ``ZBox``. low, high: the smallest and largest input values, numbers or nested
+    tuples broadcastable to the input (a tensor is stored as its nested tuple, so the rule stays hashable)."""
 
     low: object = None
     high: object = None
     stabilizer: float = STABILIZER
-
-    name = "zbox"
 
     def __post_init__(self):
         for key in ("low", "high"):

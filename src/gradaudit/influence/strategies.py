@@ -87,7 +87,7 @@ class Curvature:
 
     def _layer(self, layer: Layer, grad: Tensor) -> Tensor:
         """One layer's (G + lambda)^-1 grad, in the gradient's precision (float64 factors cast to float32 for
-        float32 gradients, as kronfluence computes: half the time of float64 rotations, 5e-7 apart)."""
+        float32 gradients, as kronfluence computes: about half the time of float64 rotations)."""
         f, damping = self.factors[layer.name], self.damping[layer.name]
 
         def factor(t: Tensor) -> Tensor:

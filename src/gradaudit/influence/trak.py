@@ -98,7 +98,7 @@ class Projection:
         generator = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
         columns = min(BLOCK, self.k - block * BLOCK)
         # 8 random bytes per int64 draw, each byte's sign bit a sign (>> 7 gives -1 or 0, | 1 then -1 or 1):
-        # 5x faster than bernoulli_ on CPU
+        # several times faster than bernoulli_ on CPU
         words = torch.randint(-2**63, 2**63 - 1, (self.sizes[layer], -(-columns // 8)), dtype=torch.int64,
                               generator=generator)
         return (words.view(torch.int8)[:, :columns] >> 7) | 1

@@ -94,7 +94,7 @@ class ScoreCAM(MaskedCAM):
             up = F.interpolate(a[e, k].unsqueeze(1), size=x.shape[2:], mode=mode, align_corners=True)
             low = up.flatten(1).amin(1).view(-1, *(1,) * (x.ndim - 1))
             high = up.flatten(1).amax(1).view_as(low)
-            return x[e] * ((up - low) / (high - low + 1e-8))
+            return x[e] * up.sub_(low).div_(high - low + 1e-8)
 
         scores = torch.empty(constant.shape, dtype=x.dtype, device=x.device)
         pe, pk = constant.logical_not().nonzero(as_tuple=True)
