@@ -7,9 +7,11 @@ For each model it prints ms/image of: gradaudit's ``ScoreCAM`` with its defaults
 as the memory budget allows without gradients) and with grad-cam's 16 per pass (``masks_per_pass=16``),
 grad-cam's ``ScoreCAM`` with its default ``batch_size`` 16, and two floors: one forward + backward of the batch
 (what a gradient CAM costs), and the C + 1 forwards per image ScoreCAM needs (the clean one and one per channel
-mask), run 16 at a time without gradients on inputs prepared beforehand. Times: all cases of one model in
-one subprocess, round-robin over the repeats, fastest repeat each. Peak memory: each case alone in its own
-subprocess, the peak RSS during one call above the RSS before it (after a warm-up call; ``peak_memory.py``).
+mask), run 16 at a time without gradients on inputs prepared beforehand. Times are CPU time (the process's user +
+system time over all its threads, ``time.process_time``), which other load on a shared machine changes less
+than wall time: all cases of one model in one subprocess, round-robin over the repeats, fastest repeat each.
+Peak memory: each case alone in its own subprocess, the peak RSS during one call above the RSS before it (after a
+warm-up call; ``peak_memory.py``).
 The maps of both are compared: max |difference| after scaling each to [0, 1] (grad-cam scales, then resizes
 with cv2; we resize, then scale here), so small but not 0.
 
@@ -113,9 +115,9 @@ def time_model(name: str, repeats: int) -> dict:
     best = dict.fromkeys(CASES, float("inf"))
     for _ in range(repeats):
         for case, call in calls.items():
-            start = time.perf_counter()
+            start = time.process_time()
             call()
-            best[case] = min(best[case], time.perf_counter() - start)
+            best[case] = min(best[case], time.process_time() - start)
     difference = (scaled(maps["gradaudit"].double()) - maps["grad-cam"].double()).abs().max().item()
     return {"ms": {case: 1000 * t / len(x) for case, t in best.items()}, "difference": difference,
             "channels": channels(model, x, layer), "images": len(x), "layer": layer}
@@ -153,11 +155,11 @@ def main() -> None:
         timed = run(["--time", name] + (["--quick"] if args.quick else []))
         print(f"\n{name}: ScoreCAM at {timed['layer']} ({timed['channels']} channels), {timed['images']} images; "
               f"max |difference| of the [0, 1] maps, gradaudit vs grad-cam: {timed['difference']:.1e}")
-        print(f"{'case':<26}{'ms/image':>10}{'x floor (f+b)':>15}{'peak MB':>9}")
+        print(f"{'case':<26}{'CPU ms/image':>13}{'x floor (f+b)':>15}{'peak MB':>9}")
         floor = timed["ms"]["floor: forward+backward"]
         for case in CASES:
             peak = run(["--peak", name, case])
-            print(f"{case:<26}{timed['ms'][case]:>10.1f}{timed['ms'][case] / floor:>15.1f}{peak:>9.1f}")
+            print(f"{case:<26}{timed['ms'][case]:>13.1f}{timed['ms'][case] / floor:>15.1f}{peak:>9.1f}")
         ratio = timed["ms"]["gradaudit"] / timed["ms"]["grad-cam"]
         print(f"gradaudit / grad-cam time: {ratio:.2f}")
 

@@ -10,8 +10,9 @@ For each model and composite it prints the ms per batch and the peak memory of
 - gradaudit: ``ga.LRP(composite)(model, x, target, batch_size=B)``, all of it (checks, rule plan, the pass);
 - zennit: ``Gradient(model, composite with SequentialMergeBatchNorm)`` entered (canonizer, hooks), called once
   with the one-hot * logit output relevance, and left, per batch.
-Times: the cases of one model round-robin in one process, fastest of the repeats (40 for the small CNN, 7 for
-the ResNet; this machine's speed drifts between processes and with its load). Peak memory: each case alone in a
+Times: CPU time of the process on CPU (user + system over its threads, ``time.process_time``: other load on a
+shared machine changes it less than wall time), wall time on CUDA; the cases of one model round-robin in one
+process, fastest of the repeats (40 for the small CNN, 7 for the ResNet). Peak memory: each case alone in a
 subprocess after a warm-up call, the peak RSS during one call above the RSS before it (glibc returning
 allocations over 64 KiB at once), or the CUDA peak allocation.
 On the ResNet zennit takes the gradient of the residual additions (its ResNet canonizer needs torchvision,
@@ -95,10 +96,13 @@ def _sync(device):
 
 
 def _timed(call, device) -> float:
-    start = time.perf_counter()
+    """Seconds of one call: wall time on CUDA, CPU time of this process (all its threads) on CPU, which other
+    load on a shared machine changes less than wall time."""
+    clock = time.perf_counter if device == "cuda" else time.process_time
+    start = clock()
     call()
     _sync(device)
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def time_cases(cases: list[dict]) -> list[float]:

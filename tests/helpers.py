@@ -1,6 +1,23 @@
-"""Assertions shared by the tests."""
+"""Assertions and oracle imports shared by the tests."""
+
+import importlib.util
+import sys
+import types
+import warnings
 
 import torch
+
+
+def import_quantus():
+    """Quantus 0.6.0, imported. Quantus imports zennit when zennit is installed, and zennit's __init__ imports its
+    torchvision canonizers, which need torchvision (not installable beside our torch): an empty
+    ``zennit.torchvision`` stands in, as no metric here uses those canonizers."""
+    if importlib.util.find_spec("torchvision") is None:
+        sys.modules.setdefault("zennit.torchvision", types.ModuleType("zennit.torchvision"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import quantus
+    return quantus
 
 
 def assert_close_rel(actual, expected, rel=1e-5):

@@ -398,6 +398,9 @@ def test_refusals(x):
         ga.FullGrad()(no_stats, x)
     with pytest.raises(TypeError, match="needs a layer"):
         ga.LayerCAM()
+    flat = nn.Sequential(nn.Conv3d(2, 2, 1), nn.Flatten(2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(36, 2)).eval()
+    with pytest.raises(ValueError, match="its map has 2 spatial axes and the inputs 3"):
+        ga.ScoreCAM("2")(flat, torch.rand(2, 2, 2, 3, 3))
 
 
 @pytest.mark.parametrize("cls", [ga.ScoreCAM, ga.AblationCAM])

@@ -2,16 +2,13 @@
 truths: analytic cases, Quantus 0.6.0 given the same draws (equal where its definition is right; where it is
 not, a test runs it and shows what goes wrong), the controls, and the model left as found."""
 
-import importlib.util
 import math
-import sys
-import types
 import warnings
 
 import numpy as np
 import pytest
 import torch
-from helpers import assert_unchanged, snapshot
+from helpers import assert_unchanged, import_quantus, snapshot
 from nets import small_cnn
 from torch import nn
 
@@ -28,18 +25,6 @@ from gradaudit.store import Store
 
 COLUMNS = ("sparseness", "complexity", "mprt", "smprt", "emprt", "random_logit", "completeness", "input_invariance",
            "local_lipschitz", "relative_input_stability", "irof", "aopc")
-
-
-def _quantus():
-    """Quantus 0.6.0, imported. Quantus imports zennit when zennit is installed, and zennit's __init__ imports its
-    torchvision canonizers, which need torchvision (not installable beside our torch): an empty
-    ``zennit.torchvision`` stands in, as these metrics never use those canonizers."""
-    if importlib.util.find_spec("torchvision") is None:
-        sys.modules.setdefault("zennit.torchvision", types.ModuleType("zennit.torchvision"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import quantus
-    return quantus
 
 
 def _quiet(metric, **kwargs):
@@ -78,8 +63,8 @@ def test_gini_and_entropy_of_known_maps():
     assert entropy(half).item() == pytest.approx(math.log(32), abs=1e-12)
 
 
-def test_sparseness_and_complexity_equal_quantus():
-    quantus = _quantus()
+def test_sparseness_and_complexity_equalimport_quantus():
+    quantus = import_quantus()
     x, y = _images()
     maps = torch.rand(4, 8, 8, generator=torch.Generator().manual_seed(1)) ** 3
     net = small_cnn()
@@ -111,7 +96,7 @@ def test_cascade_copies_the_model_and_leaves_the_callers_random_state_alone():
 
 
 def test_mprt_equals_quantus_layer_by_layer_and_quantus_averages_in_the_unrandomised_model():
-    quantus = _quantus()
+    quantus = import_quantus()
     x, y = _images()
     net = small_cnn()
     method = ga.Saliency()
@@ -137,7 +122,7 @@ def test_mprt_equals_quantus_layer_by_layer_and_quantus_averages_in_the_unrandom
 
 
 def test_smprt_equals_quantus_given_the_same_noise(monkeypatch):
-    quantus = _quantus()
+    quantus = import_quantus()
     x, y = _images(3)
     net = small_cnn()
     samples = 4
@@ -169,8 +154,8 @@ def test_smprt_equals_quantus_given_the_same_noise(monkeypatch):
     assert torch.allclose(smoothed_maps(method, net, x, y, eps, "g"), by_hand, atol=1e-6)
 
 
-def test_emprt_equals_quantus():
-    quantus = _quantus()
+def test_emprt_equalsimport_quantus():
+    quantus = import_quantus()
     x, y = _images()
     net = small_cnn()
     method = ga.Saliency(abs=False)
@@ -188,7 +173,7 @@ def test_emprt_equals_quantus():
 
 def test_ssim_equals_skimage_and_quantus_random_logit_is_a_one_dimensional_ssim():
     from skimage.metrics import structural_similarity
-    quantus = _quantus()
+    quantus = import_quantus()
     x, y = _images()
     net = small_cnn()
     generator = torch.Generator().manual_seed(3)
@@ -231,7 +216,7 @@ def _linear_net():
 
 
 def test_completeness_of_integrated_gradients_is_near_zero_and_quantus_compares_floats_exactly():
-    quantus = _quantus()
+    quantus = import_quantus()
     x, y = _images()
     net = small_cnn()
     rows = {r["method"]: r for r in audit.completeness(
@@ -249,7 +234,7 @@ def test_completeness_of_integrated_gradients_is_near_zero_and_quantus_compares_
 
 
 def test_input_invariance_gradients_pass_and_gradient_times_input_fails_as_kindermans_and_quantus_say():
-    quantus = _quantus()
+    quantus = import_quantus()
     x, y = _images()
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()  # no padding
@@ -286,8 +271,8 @@ def test_input_invariance_gradients_pass_and_gradient_times_input_fails_as_kinde
     assert_unchanged(net, before)
 
 
-def test_a_padded_first_layer_absorbs_the_shift_here_and_not_in_quantus():
-    quantus = _quantus()
+def test_a_padded_first_layer_absorbs_the_shift_here_and_not_inimport_quantus():
+    quantus = import_quantus()
     x, y = _images()
     net = small_cnn()                                            # first conv zero-pads by 1
     before = snapshot(net)
@@ -337,7 +322,7 @@ def _replay(d):
 
 @pytest.mark.parametrize("name", ["lipschitz", "ris"])
 def test_local_lipschitz_and_relative_input_stability_equal_quantus_given_the_same_perturbations(name):
-    quantus = _quantus()
+    quantus = import_quantus()
     x, y = _images()
     net = small_cnn()
     samples, method = 5, ga.Saliency(abs=False)
@@ -356,7 +341,7 @@ def test_local_lipschitz_and_relative_input_stability_equal_quantus_given_the_sa
 
 
 def test_quantus_relative_input_stability_is_nan_when_one_copy_changes_the_prediction():
-    quantus = _quantus()
+    quantus = import_quantus()
     x, y = _images()
     net = small_cnn()
     samples, method = 4, ga.Saliency(abs=False)
@@ -401,7 +386,7 @@ def test_lipschitz_of_a_linear_models_gradient_is_zero_and_of_gradient_times_inp
 # region faithfulness
 
 def test_region_perturbation_aopc_equals_quantus_curve_summed_over_l_plus_one():
-    quantus = _quantus()
+    quantus = import_quantus()
     x, y = _images()
     net = small_cnn()
     maps = torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(5))
@@ -417,7 +402,7 @@ def test_region_perturbation_aopc_equals_quantus_curve_summed_over_l_plus_one():
 
 def test_irof_equals_quantus_given_its_slic_segments_up_to_its_off_by_one_area(monkeypatch):
     from skimage.segmentation import slic
-    quantus = _quantus()
+    quantus = import_quantus()
     monkeypatch.setattr(np, "trapz", np.trapezoid, raising=False)   # Quantus 0.6.0 calls np.trapz, gone in NumPy 2.4
     x, y = _images()
     net = small_cnn()

@@ -3,14 +3,12 @@ same noise (and the gradient explainer it cannot run), a linear model's fixed gr
 hand-written loops of Bhatt's and Arya's definitions, and Quantus 0.6.0 on the same inputs (equal where the
 definitions agree; its Monotonicity, run as shipped, passing a map on images whose probability only falls)."""
 
-import importlib.util
-import sys
-import types
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from helpers import import_quantus
 from nets import small_cnn
 from torch import nn
 
@@ -36,18 +34,6 @@ def _unchanged(net, before):
     assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
     assert [p.requires_grad for p in net.parameters()] == flags and net.training == training
     assert all(g is None for g in grads) and all(p.grad is None for p in net.parameters())
-
-
-def _quantus():
-    """Quantus 0.6.0, imported. It imports zennit when zennit is installed, and zennit's __init__ imports its
-    torchvision canonizers, which need torchvision (not installable beside our torch): an empty
-    ``zennit.torchvision`` stands in, as Quantus never uses those canonizers."""
-    if importlib.util.find_spec("torchvision") is None:
-        sys.modules.setdefault("zennit.torchvision", types.ModuleType("zennit.torchvision"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import quantus
-    return quantus
 
 
 def _gradient(model, inputs, target):
@@ -213,7 +199,7 @@ def test_input_x_gradient_of_a_linear_model_correlates_perfectly_and_random_does
 
 
 def test_faithfulness_correlation_equals_quantus_given_the_same_subsets():
-    quantus = _quantus()
+    quantus = import_quantus()
     generator = torch.Generator().manual_seed(7)
     x = torch.rand(5, 1, 8, 8, generator=generator)
     y = torch.tensor([0, 1, 2, 0, 1])
@@ -311,7 +297,7 @@ def test_monotonicity_of_a_linear_model_follows_the_signs_of_the_contributions()
 
 
 def test_quantus_monotonicity_never_inserts_so_every_map_passes_and_inserting_for_it_gives_ours():
-    quantus = _quantus()
+    quantus = import_quantus()
     net, x, y = _one_signed_linear_model()
     maps = torch.rand(8, 8, 8, generator=torch.Generator().manual_seed(10))
     ours = monotonicity({"m": maps}, net, (x, y), step=4).rows[0]["monotonicity_each"]

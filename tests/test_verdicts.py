@@ -64,3 +64,23 @@ def test_tiny_preset_verdicts_follow_their_stored_rows(tmp_path, seed):
         again = Store(tmp_path / "again" / "results.sqlite")
         for audit in set(results) - {"settings"}:
             assert again.rows(audit) == results[audit], audit
+
+
+def test_evaluation_claims_read_only_the_metrics_the_audit_lets_be_read():
+    from gradaudit.report.reading import evaluation_claims
+
+    each = {"A": [0.9, 0.8, 0.85, 0.95], "B": [0.5, 0.4, 0.45, 0.55], "Random": [0.1, 0.2, 0.1, 0.2]}
+    rows = [{"model": "net", "method": m, "score_each": v} for m, v in each.items()]
+
+    def audited(trust, reliability):
+        return {"model": "net", "metric": "score", "audit": "custom", "column": "score", "direction": "higher",
+                "ranking": ["A", "B", "Random"], "controls": ["Random"], "trust": trust, "reliability": reliability}
+
+    def sentences(trust, reliability):
+        return [c.sentence for c in evaluation_claims({"custom": rows, "metric_audit": [audited(trust, reliability)]})]
+
+    assert "(trusted here; higher is better): A ranks first" in sentences("trusted", "reliable")[0]
+    assert "(tentative here: its α reaches 0.667, not 0.8;" in sentences("tentative", "tentative")[0]
+    assert "reported, not judged against the controls; rankings reliable" in sentences("reported", "reliable")[0]
+    assert sentences("reported", "not reliable") == sentences("weak", "not reliable") == []
+    assert sentences("flagged", "reliable") == []

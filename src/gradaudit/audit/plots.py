@@ -334,6 +334,8 @@ plot_monotonicity = _metric_bars("monotonicity", "Monotonicity", "share of monot
 
 plot_lds = _metric_bars("lds", "Linear datamodeling score (random scores: 0)",
                         "Spearman r over retrained subsets")
+plot_brittleness = _metric_bars("smallest_k", "Brittleness (lower = better)",
+                                "top proponents removed to flip a correct prediction")
 
 
 def plot_loo_correlation(table, ax=None):
@@ -418,4 +420,5 @@ PLOTTERS = {
     "sensitivity_max": plot_sensitivity_max, "faithfulness_correlation": plot_faithfulness_correlation,
     "monotonicity": plot_monotonicity, "metric_audit": plot_metric_audit,
     "loo_correlation": plot_loo_correlation, "lds": plot_lds, "mislabel_detection": plot_mislabel_detection,
+    "brittleness": plot_brittleness,
 }

@@ -238,6 +238,24 @@ class Affine:
             return s @ weight
         return torch.ops.aten.convolution_backward(s, x, weight, None, *self.conv, [True, False, False])[0]
 
+    @property
+    def pairable(self) -> bool:
+        """Whether two products W_a x_a + W_b x_b can run as one on [x_a, x_b] (not for grouped convolutions)."""
+        return self.conv is None or self.conv[5] == 1
+
+    def _dims(self) -> tuple[int, int]:
+        """(the input's feature axis, the weight's input axis)."""
+        return (-1, 1) if self.conv is None else (1, 0 if self.conv[3] else 1)
+
+    def pair(self, a: Tensor, b: Tensor, weights: bool = False) -> Tensor:
+        """Inputs (or, with ``weights``, weights) a and b side by side along the input features."""
+        return torch.cat([a, b], self._dims()[1 if weights else 0])
+
+    def unpair(self, t: Tensor) -> Tensor:
+        """The sum of the two halves of a paired input's shares."""
+        a, b = t.chunk(2, self._dims()[0])
+        return a + b
+
 
 def _term_input(term: Term, x: Tensor, rule: LayerRule, signed: bool) -> Tensor:
     if term.input == "x+" and not signed:
@@ -253,6 +271,22 @@ def _live_terms(part: Part, signed: bool) -> list[Term]:
     return [t for t in part.terms if signed or t.input != "x-"]
 
 
+def _groups(part: Part, signed: bool, layer: Affine) -> list[tuple[Term, ...]]:
+    """The part's live terms to compute, one product each; a pair (x+: W_a, b_a) + (x-: W_b) of one sign is one
+    product over [x+, x-] with [W_a, W_b] where the layer allows (one call, one output instead of two)."""
+    live = _live_terms(part, signed)
+    if (len(live) == 2 and [t.input for t in live] == ["x+", "x-"] and live[1].bias is None
+            and live[0].sign == live[1].sign and layer.pairable):
+        return [tuple(live)]
+    return [(t,) for t in live]
+
+
+def _group_input(group: tuple[Term, ...], x: Tensor, rule: LayerRule, signed: bool, layer: Affine) -> Tensor:
+    if len(group) == 1:
+        return _term_input(group[0], x, rule, signed)
+    return layer.pair(positive(x), negative(x))
+
+
 class _LayerRelevance(torch.autograd.Function):
     """Forward: the layer's output; backward: the rule's relevance of its input."""
 
@@ -263,11 +297,14 @@ class _LayerRelevance(torch.autograd.Function):
         weights, denominators = [], []
         for part in rule.parts():
             z, used = None, []
-            for term in _live_terms(part, signed):
+            for group in _groups(part, signed, layer):
+                term = group[0]
                 w = term.weight(layer.weight)
+                if len(group) == 2:
+                    w = layer.pair(w, group[1].weight(layer.weight), weights=True)
                 b = None if term.bias is None or layer.bias is None else term.bias(layer.bias)
                 plain = term.input == "x" and term.weight is unchanged and term.bias is unchanged
-                t = y if plain else layer(_term_input(term, x, rule, signed), w, b)
+                t = y if plain else layer(_group_input(group, x, rule, signed, layer), w, b)
                 z = (-t if term.sign < 0 else t) if z is None else (z - t if term.sign < 0 else z + t)
                 used.append(w)
             d = stabilize(z, rule.shift())
@@ -286,11 +323,14 @@ class _LayerRelevance(torch.autograd.Function):
         out = None
         for part, weights, d in zip(rule.parts(), ctx.weights, denominators, strict=True):
             s = relevance / d
-            for term, w in zip(_live_terms(part, ctx.signed), weights, strict=True):
-                share = layer.transposed(x, w, s)                  # a new tensor: scaled in place
-                if term.input != "1":
-                    share = share.mul_(_term_input(term, x, rule, ctx.signed))
-                factor = part.coefficient * term.sign
+            for group, w in zip(_groups(part, ctx.signed, layer), weights, strict=True):
+                inp = None if group[0].input == "1" else _group_input(group, x, rule, ctx.signed, layer)
+                share = layer.transposed(x if inp is None else inp, w, s)      # a new tensor: scaled in place
+                if inp is not None:
+                    share = share.mul_(inp)
+                if len(group) == 2:
+                    share = layer.unpair(share)
+                factor = part.coefficient * group[0].sign
                 if out is None:
                     out = share if factor == 1 else share.mul_(factor)
                 else:

@@ -85,6 +85,10 @@ class ScoreCAM(MaskedCAM):
         _check_one_input("ScoreCAM", x)
         target = fix_target(model, x, target, chunk)
         a = self._activations(model, x, chunk)                               # [B, C, *spatial]
+        if a.ndim != x.ndim:
+            raise ValueError(f"ScoreCAM upsamples each channel of layer {self.layer!r} to the inputs' size, but its "
+                             f"map has {a.ndim - 2} spatial axes and the inputs {x.ndim - 2}; pick a layer of the "
+                             "inputs' rank")
         flat = a.flatten(2)
         constant = flat.amax(2) == flat.amin(2)                              # mask 0: the input becomes 0
         rows = self._rows(model, x, batch_size)
