@@ -34,7 +34,8 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/lint-imports
 	$(MKDOCS) build --strict --quiet
-	$(PY) -m pytest -q
+	# two workers on the two cores (Ray's tests kept on one: they start local clusters)
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 # The documentation site, offline and strict (a broken link, a missing anchor or a docstring the API reference
 # cannot render fails it), into site/: open site/index.html

@@ -1,13 +1,21 @@
-"""Test-run plumbing: the tests' own modules on the path, figures closed after each test, and a check at
-the end of the run that no test wrote into the working tree (each writes under its ``tmp_path``)."""
+"""Test-run plumbing: the tests' own modules on the path, one torch thread per xdist worker, figures closed after
+each test, and a check at the end of the run that no test wrote into the working tree (each writes under its
+``tmp_path``)."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on two cores: one thread each, so they do not oversubscribe the cores; the
+    # commands a test starts get one thread too, as a run resumed in a child must give the parent's numbers
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 _BEFORE = pytest.StashKey[object]()

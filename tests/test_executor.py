@@ -22,6 +22,9 @@ from gradaudit.jobs.executor import RayExecutor, cluster_auth_mode, describe, lo
 from gradaudit.store import Store
 from gradaudit.units import LocalExecutor, Unit, UnitsFailed
 
+# Ray tests run one at a time, on one xdist worker: two local clusters on 2 cores starve each other
+pytestmark = pytest.mark.xdist_group("ray")
+
 TESTS = Path(__file__).parent
 
 

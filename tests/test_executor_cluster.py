@@ -18,6 +18,9 @@ import ray  # noqa: F401  required, not skipped: Ray is installed by the dist ex
 
 from gradaudit.store import Store
 
+# Ray tests run one at a time, on one xdist worker: two local clusters on 2 cores starve each other
+pytestmark = pytest.mark.xdist_group("ray")
+
 PORT = 6391
 
 

@@ -19,6 +19,9 @@ import pytest
 import ray  # noqa: F401  required, not skipped: the children run Ray (the dist extra)
 from helpers import stored_rows
 
+# Ray tests run one at a time, on one xdist worker: two local clusters on 2 cores starve each other
+pytestmark = pytest.mark.xdist_group("ray")
+
 TESTS = Path(__file__).parent
 TOKEN = "gradaudit-test-token-0123456789abcdef"
 AUDIT = ["audit", "--preset", "tiny", "--seeds-per-model", "1", "--methods", "saliency,random,inputxgradient",

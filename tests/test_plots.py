@@ -45,6 +45,7 @@ def results():
     forget, retain = (points[:8], labels[:8]), (points[8:30], labels[8:30])
     vector_net = mlp(inputs=10, classes=2).eval()
     saliency = unlearn.weight_saliency(vector_net, forget)
+    two = (x[:2], y[:2])
     return {
         "activation_profiles": audit.activation_profiles(net, (x, y), "3"),
         "class_sensitivity": audit.class_sensitivity(methods, net, (x, y)),
@@ -81,6 +82,18 @@ def results():
         "mislabel_detection": influence_checks.mislabel_detection((points, labels), ("diagonal",),
                                                                   model_fn=lambda: mlp(inputs=10, classes=2),
                                                                   seeds=(0, 1), epochs=1, progress=False),
+        "sparseness": audit.sparseness(methods, net, two),
+        "complexity": audit.complexity(methods, net, two),
+        "completeness": audit.completeness(methods, net, two),
+        "input_invariance": audit.input_invariance(methods, net, two),
+        "local_lipschitz": audit.local_lipschitz(methods, net, two, samples=1),
+        "relative_input_stability": audit.relative_input_stability(methods, net, two, samples=1),
+        "region_perturbation": audit.region_perturbation(methods, net, two, regions=1),
+        "irof": audit.irof(methods, net, two, segment=4),
+        "mprt": audit.mprt(methods, net, two),
+        "smprt": audit.smprt(methods, net, two, samples=1),
+        "emprt": audit.emprt(methods, net, two),
+        "random_logit": audit.random_logit(methods, net, two),
         "weight_saliency": AuditResult("weight_saliency", [
             {"model": "random/0", "scenario": "random", "seed": 0, **row} for row in saliency.summary()]),
     }
@@ -152,3 +165,14 @@ def test_the_metric_audit_is_one_grid_of_ranks_with_the_verdict_marked(results):
         assert [int(r) for r in ranks[i]] == [row["ranking"].index(m) + 1 for m in ("Saliency", "Random", "Sobel")]
     labels = [label.get_text() for label in axis.get_yticklabels()]
     assert labels == [f"{r['metric']}: {r['trust']}, α {r['alpha']:.2f}" for r in rows]
+
+
+def test_mprt_draws_one_curve_per_method_over_the_randomized_layers(results):
+    rows = results["mprt"].rows
+    axis = results["mprt"].plot().axes[0]
+    curves = {line.get_label(): line for line in axis.lines}
+    assert set(curves) == {"Saliency", "Random"}
+    for row in rows:
+        assert list(curves[row["method"]].get_xdata()) == list(range(1, len(row["layers"]) + 1))
+        assert np.allclose(curves[row["method"]].get_ydata(), row["spearman_by_layer"])
+    assert axis.get_xlabel() == "layers randomized (from the top)"

@@ -105,6 +105,16 @@ CASES = {
     ga.DeepLift: (lambda s: ga.DeepLift(), WORKS),
     ga.DeepLiftShap: (lambda s: ga.DeepLiftShap(baselines=s.references), WORKS),
     ga.GradientShap: (lambda s: ga.GradientShap(baselines=s.references, samples=2), WORKS),
+    ga.ScoreCAM: (lambda s: ga.ScoreCAM(s.layer), LAYER),
+    ga.LayerCAM: (lambda s: ga.LayerCAM(s.layer), LAYER),
+    ga.XGradCAM: (lambda s: ga.XGradCAM(s.layer), LAYER),
+    ga.HiResCAM: (lambda s: ga.HiResCAM(s.layer), LAYER),
+    ga.GradCAMElementWise: (lambda s: ga.GradCAMElementWise(s.layer), LAYER),
+    ga.EigenCAM: (lambda s: ga.EigenCAM(s.layer), LAYER),
+    ga.EigenGradCAM: (lambda s: ga.EigenGradCAM(s.layer), LAYER),
+    ga.AblationCAM: (lambda s: ga.AblationCAM(s.layer), LAYER),
+    ga.FullGrad: (lambda s: ga.FullGrad(), "FullGrad sums the bias-gradient maps .* use IntegratedGradients"),
+    ga.LRP: (lambda s: ga.LRP(), "LRP's composites are rules for CNNs and MLPs .* use ga.AttnLRP"),
 }
 
 

@@ -18,7 +18,7 @@ from ..engine.forward import run_model
 from ..engine.target import Classes
 from ..maps import heatmap
 from ..store import Store
-from .common import call_arguments, explain_rows, finite_maps, named_methods, per_method
+from .common import call_arguments, explain_rows, finite_maps, per_method, refuse_maps
 from .metrics import explained_classes, explained_maps, image_data
 from .results import AuditResult
 from .stats import mean_interval
@@ -123,10 +123,7 @@ def input_invariance(methods, model: nn.Module, data, *, shift: float = -1.0, at
     Precomputed maps are refused (the method is re-run on the shifted copy)."""
     call = call_arguments(locals())
     shift = _number(shift, "shift", "the constant added to every input element")
-    for name, method in named_methods(methods).items():
-        if isinstance(method, Tensor):
-            raise ValueError(f"input_invariance re-runs each method on a shifted copy of the model, so precomputed "
-                             f"maps cannot be used; pass the method itself for {name!r}")
+    refuse_maps(methods, "input_invariance", "a shifted copy of the model")
     data, x = image_data(data, limit)
     classes = explained_classes(model, data, x)
     shifted = shifted_copy(model, x, shift)

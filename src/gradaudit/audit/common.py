@@ -31,6 +31,14 @@ def named_methods(methods) -> dict[str, Method]:
     return {method_name(m): m for m in methods}
 
 
+def refuse_maps(methods, audit: str, reruns: str) -> None:
+    """Refuse precomputed maps where an audit re-runs each method (``reruns``: on what, for the message)."""
+    for name, method in named_methods(methods).items():
+        if isinstance(method, Tensor):
+            raise ValueError(f"{audit} re-runs each method on {reruns}, so precomputed maps cannot be used; pass the "
+                             f"method itself for {name!r}")
+
+
 def explain_rows(method: Method, model: nn.Module, x: Tensor, targets: Tensor | None,
                  pool: Callable[[Tensor], Tensor], name: str, batch: int = 200, desc: str = "") -> Tensor:
     """``pool`` of ``method``'s attribution of every row of ``x`` [N, ...] for ``targets`` [N] (None: predicted),

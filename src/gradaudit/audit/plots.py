@@ -332,6 +332,39 @@ plot_faithfulness_correlation = _metric_bars("faithfulness_correlation", "Faithf
                                              "Pearson r of subset attribution and output drop")
 plot_monotonicity = _metric_bars("monotonicity", "Monotonicity", "share of monotone steps")
 
+plot_sparseness = _metric_bars("sparseness", "Sparseness (higher = sparser)", "Gini index of |map|")
+plot_complexity = _metric_bars("complexity", "Complexity (lower = simpler)", "entropy of |map| (nats)")
+plot_completeness = _metric_bars("completeness", "Completeness (lower = better)",
+                                 "|sum of attributions - output change|")
+plot_input_invariance = _metric_bars("input_invariance", "Input invariance (higher = better)",
+                                     "share of images unchanged by the shift")
+plot_local_lipschitz = _metric_bars("local_lipschitz", "Local Lipschitz estimate (lower = more stable)",
+                                    "max ||a - a'|| / ||x - x'||")
+plot_relative_input_stability = _metric_bars("relative_input_stability",
+                                             "Relative input stability (lower = more stable)",
+                                             "max relative change of map / of input")
+plot_region_perturbation = _metric_bars("aopc", "Region perturbation, MoRF (higher = more faithful)", "AOPC")
+plot_irof = _metric_bars("irof", "IROF (higher = more faithful)", "area over the curve")
+plot_smprt = _metric_bars("smprt", "Smooth MPRT (lower = better)", "Spearman r, trained vs random model")
+plot_emprt = _metric_bars("emprt", "Efficient MPRT (higher = better)", "relative rise of the map's entropy")
+plot_random_logit = _metric_bars("random_logit", "Random logit (lower = better)", "SSIM, own vs random class")
+
+
+def plot_mprt(table, ax=None):
+    """MPRT step by step: per method, the mean Spearman r of its map with the trained model's after each step of
+    the cascade (``spearman_by_layer``, mean over rows), drawn as ``plot_randomization`` draws its depths."""
+    import pandas as pd
+
+    depths = pd.DataFrame([{"model": row.model, "method": row.method, "depth": depth, "spearman": r}
+                           for row in table.itertuples() for depth, r in enumerate(row.spearman_by_layer, 1)])
+    fig = plot_randomization(depths, ax)
+    sides = "/".join({"top_down": "from the top", "bottom_up": "from the bottom"}.get(o, str(o))
+                     for o in dict.fromkeys(table["order"]))
+    for axis in fig.axes if ax is None else [ax]:
+        axis.set_xlabel(f"layers randomized ({sides})")
+    return fig
+
+
 plot_lds = _metric_bars("lds", "Linear datamodeling score (random scores: 0)",
                         "Spearman r over retrained subsets")
 plot_brittleness = _metric_bars("smallest_k", "Brittleness (lower = better)",
@@ -420,5 +453,9 @@ PLOTTERS = {
     "sensitivity_max": plot_sensitivity_max, "faithfulness_correlation": plot_faithfulness_correlation,
     "monotonicity": plot_monotonicity, "metric_audit": plot_metric_audit,
     "loo_correlation": plot_loo_correlation, "lds": plot_lds, "mislabel_detection": plot_mislabel_detection,
-    "brittleness": plot_brittleness,
+    "brittleness": plot_brittleness, "sparseness": plot_sparseness, "complexity": plot_complexity,
+    "completeness": plot_completeness, "input_invariance": plot_input_invariance,
+    "local_lipschitz": plot_local_lipschitz, "relative_input_stability": plot_relative_input_stability,
+    "region_perturbation": plot_region_perturbation, "irof": plot_irof, "mprt": plot_mprt, "smprt": plot_smprt,
+    "emprt": plot_emprt, "random_logit": plot_random_logit,
 }

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ..engine import auto_rows, prepared
 from ..engine.backprop import predicted_classes
 from ..store import Store
-from .common import call_arguments, named_methods, per_method
+from .common import call_arguments, per_method, refuse_maps
 from .metrics import explained_classes, image_data
 from .results import AuditResult
 from .sensitivity_max import uniform_noise
@@ -79,10 +79,7 @@ def _robustness(audit: str, score, call: dict, methods, model, data, radius, sam
         raise ValueError(f"samples must be a positive number of perturbations; got {samples!r}")
     if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not radius > 0:
         raise ValueError(f"radius must be a positive number (the noise's L-inf radius); got {radius!r}")
-    for name, method in named_methods(methods).items():
-        if isinstance(method, Tensor):
-            raise ValueError(f"{audit} re-runs each method on perturbed copies of the images, so precomputed maps "
-                             f"cannot be used; pass the method itself for {name!r}")
+    refuse_maps(methods, audit, "perturbed copies of the images")
     data, x = image_data(data, limit)
     classes = explained_classes(model, data, x)
     noise = uniform_noise(x, samples, float(radius), seed)

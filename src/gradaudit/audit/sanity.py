@@ -30,7 +30,17 @@ from ..engine.target import class_logits
 from ..keys import fingerprint
 from ..maps import heatmap, resize
 from ..store import Store
-from .common import call_arguments, explain_rows, finite_maps, importance, memo, named_methods, per_method, spearman
+from .common import (
+    call_arguments,
+    explain_rows,
+    finite_maps,
+    importance,
+    memo,
+    named_methods,
+    per_method,
+    refuse_maps,
+    spearman,
+)
 from .metrics import absolute_map, explained_classes, explained_maps, image_data
 from .results import AuditResult
 from .stats import mean_interval
@@ -90,13 +100,6 @@ def _cascading(order: str, audit: str) -> None:
                          f"'top_down' or 'bottom_up'; got {order!r}")
 
 
-def _refuse_maps(methods, audit: str) -> None:
-    for name, method in named_methods(methods).items():
-        if isinstance(method, Tensor):
-            raise ValueError(f"{audit} re-runs each method on changed models, so precomputed maps cannot be used; "
-                             f"pass the method itself for {name!r}")
-
-
 def randomization(methods, model: nn.Module, data, *, limit: int | None = 100, seed: int = 0,
                   model_name: str = "model", store: Store | None = None) -> AuditResult:
     """Re-initialise the model's layers one by one from the output down (cumulatively, ``cascade``) and
@@ -144,7 +147,7 @@ def mprt(methods, model: nn.Module, data, *, order: str = "top_down", limit: int
     randomised), ``spearman_by_layer`` (mean over images after each step) and ``images``. Precomputed maps are
     refused (the method is re-run on each copy)."""
     call = call_arguments(locals())
-    _refuse_maps(methods, "mprt")
+    refuse_maps(methods, "mprt", "changed models")
     data, x = image_data(data, limit)
     classes = explained_classes(model, data, x)
 
@@ -182,7 +185,7 @@ def smprt(methods, model: nn.Module, data, *, samples: int = 50, noise: float = 
 
     Rows, one per method: ``smprt`` with its 95% interval, ``smprt_each``, ``images``. Precomputed maps refused."""
     call = call_arguments(locals())
-    _refuse_maps(methods, "smprt")
+    refuse_maps(methods, "smprt", "changed models")
     _cascading(order, "smprt")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be a positive number of inputs to average over; got {samples!r}")
@@ -233,7 +236,7 @@ def emprt(methods, model: nn.Module, data, *, bins: int = 100, order: str = "bot
     Rows, one per method: ``emprt`` with its 95% interval, ``emprt_each``, ``entropy_trained`` and
     ``entropy_random`` (means), ``images``. Precomputed maps refused."""
     call = call_arguments(locals())
-    _refuse_maps(methods, "emprt")
+    refuse_maps(methods, "emprt", "changed models")
     _cascading(order, "emprt")
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
         raise ValueError(f"bins must be an integer of at least 2; got {bins!r}")
@@ -305,7 +308,7 @@ def random_logit(methods, model: nn.Module, data, *, limit: int | None = None, s
     Rows, one per method: ``random_logit`` with its 95% interval, ``random_logit_each``, ``images``. Precomputed
     maps refused."""
     call = call_arguments(locals())
-    _refuse_maps(methods, "random_logit")
+    refuse_maps(methods, "random_logit", "another class")
     data, x = image_data(data, limit)
     classes = explained_classes(model, data, x)
     with prepared(model), torch.no_grad():

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from ..engine import auto_rows, prepared
 from ..store import Store
-from .common import call_arguments, named_methods, per_method
+from .common import call_arguments, per_method, refuse_maps
 from .metrics import explained_classes, image_data
 from .results import AuditResult
 from .stats import mean_interval
@@ -96,10 +96,7 @@ def sensitivity_max(methods, model: nn.Module, data, *, radius: float = 0.02, sa
         raise ValueError(f"samples must be a positive number of perturbations; got {samples!r}")
     if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not radius >= 0:
         raise ValueError(f"radius must be a non-negative number (the noise's L-inf radius); got {radius!r}")
-    for name, method in named_methods(methods).items():
-        if isinstance(method, Tensor):
-            raise ValueError(f"sensitivity_max re-runs each method on perturbed copies of the images, so "
-                             f"precomputed maps cannot be used; pass the method itself for {name!r}")
+    refuse_maps(methods, "sensitivity_max", "perturbed copies of the images")
     classes = explained_classes(model, data, x)
     noise = uniform_noise(x, samples, float(radius), seed)
 

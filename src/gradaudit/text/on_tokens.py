@@ -29,6 +29,8 @@ reduced to one score per token. Per family:
 - Layer methods (the CAM family, LayerSaliency, NormGrad, LinearApprox, GuidedGradCAM,
   Combine) map the spatial feature maps of a convolutional network; a language model has none,
   and a token layer [B, T, C] would be misread as [B, C, L]. Refused.
+- FullGrad sums bias-gradient maps of convolutions and BatchNorms (none in a language model), and
+  LRP's composites are CNN/MLP rules (a transformer needs AttnLRP's): both refused, naming what to use.
 - MetaStep takes an SGD step on the cross-entropy of a class of a model called on the inputs
   directly; neither holds for a text target on the row-conditioned model. Refused.
 """
@@ -44,7 +46,7 @@ from torch import Tensor
 
 from ..engine import RowConditioned, sample_sum
 from ..engine.packing import references
-from ..methods import LIME, Combine, IntegratedGradients, LayerMethod, MetaStep, Occlusion, SmoothGrad
+from ..methods import LIME, LRP, Combine, FullGrad, IntegratedGradients, LayerMethod, MetaStep, Occlusion, SmoothGrad
 from ..methods.attention import AttentionMethod
 from ..methods.base import Method, broadcast_baseline
 from .layout import Embedded
@@ -66,6 +68,14 @@ def checked(method) -> Method:
                          f"width] of a convolutional network, and a language model has none. For token attributions "
                          f"use {USE_INSTEAD} (InputXGradient is LinearApprox at the embedding layer); for a direction "
                          "in a layer's activations use text.grains")
+    if isinstance(method, FullGrad):
+        raise ValueError(f"FullGrad sums the bias-gradient maps of a convolutional network's convolutions and "
+                         f"BatchNorms over their spatial feature maps, and a language model has none. For token "
+                         f"attributions use {USE_INSTEAD}")
+    if isinstance(method, LRP):
+        raise ValueError("LRP's composites are rules for CNNs and MLPs (linear, convolution, BatchNorm and ReLU-like "
+                         "layers); a transformer's LayerNorm, softmax attention and products need AttnLRP's rules: for "
+                         "token attributions use ga.AttnLRP()")
     if isinstance(method, MetaStep):
         raise ValueError(f"MetaStep steps the weights on the cross-entropy of a class of a model called on its inputs "
                          f"directly, which a text target on token embeddings is not; for token attributions use the "
