@@ -365,3 +365,14 @@ def test_infidelity_takes_the_indicator_for_the_named_methods_and_the_change_for
     with pytest.raises(ValueError, match=r"binary must be True, False or names among the methods \(InputXGradient, "
                                          r"Gradient\); got \['IG'\]"):
         audit.infidelity(methods, net, (x, y), samples=5, binary=["IG"])
+
+
+def test_infidelity_takes_a_methods_map_of_the_images_size_as_it_takes_a_precomputed_one():
+    """FullGrad (like a CAM) gives [N, H, W]: applied to every channel, as a precomputed map is."""
+    x = torch.rand(4, 2, 8, 8, generator=torch.Generator().manual_seed(9))
+    net, y = small_cnn(channels=2), torch.zeros(4, dtype=torch.long)
+    maps = ga.FullGrad()(net, x, target=net(x).argmax(1))
+    assert maps.shape == (4, 8, 8)
+    by_method = audit.infidelity({"FullGrad": ga.FullGrad()}, net, (x, y), samples=5).rows[0]
+    by_map = audit.infidelity({"FullGrad": maps}, net, (x, y), samples=5).rows[0]
+    assert by_method["infidelity_each"] == pytest.approx(by_map["infidelity_each"], rel=1e-6)

@@ -477,9 +477,10 @@ def infidelity(methods, model: nn.Module, data, *, perturbation="square", sample
     def compute(method, name):
         if isinstance(method, Tensor):
             attributions = method[:len(x)].detach().to(x.device, x.dtype)
-            attributions = attributions[:, None] if attributions.ndim == 3 else attributions
         else:
             attributions = explain_rows(method, model, x, classes, lambda a: a, name)
+        # a map [N, H, W] (precomputed, or a method's such as FullGrad's) applies to every channel
+        attributions = attributions[:, None] if attributions.ndim == 3 else attributions
         if attributions.ndim != 4 or len(attributions) != len(x) or attributions.shape[2:] != x.shape[2:]:
             raise ValueError(f"infidelity needs attributions of the input's shape {list(x.shape)} (or "
                              f"[N, H, W]); {name} gives {list(attributions.shape)}")
