@@ -36,13 +36,11 @@ import copy
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 import warnings
 
 import torch
-from peak_memory import reset_peak, status_mb
+from peak_memory import in_fresh_process, reset_peak, status_mb
 from torch import nn
 
 SAMPLES = 50
@@ -259,15 +257,8 @@ def measure(case: dict) -> dict:
     follows live tensors instead of the allocator's caching (which made it vary 2x between runs).
     That slows the process, so its times are not used."""
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    return _subprocess(["--case", json.dumps(case)], env) or {"ms_per_image": float("nan"), "peak_mb": float("nan")}
-
-
-def _subprocess(arguments: list[str], env: dict | None = None):
-    out = subprocess.run([sys.executable, __file__, *arguments], capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        print(f"  (failed: {out.stderr.strip().splitlines()[-1]})", file=sys.stderr)
-        return None
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return (in_fresh_process(__file__, ["--case", json.dumps(case)], env)
+            or {"ms_per_image": float("nan"), "peak_mb": float("nan")})
 
 
 def vit_table(device: str, threads: int, quick: bool) -> None:
@@ -287,7 +278,7 @@ def vit_table(device: str, threads: int, quick: bool) -> None:
           f"{images} images/call, median of {repeats} repeats; Grad-CAM at {MODELS['vit'][3]}")
     print(f"load average before (1, 5, 15 min): {_load()}")
     cases = [case for _, case in rows]
-    measured = _subprocess(["--cases", json.dumps(cases)]) or [float("nan")] * len(cases)
+    measured = in_fresh_process(__file__, ["--cases", json.dumps(cases)]) or [float("nan")] * len(cases)
     header = f"{'method':34} {'ms/image':>9} {'x floor':>8} {'peak MB':>8}"
     print(header)
     print("-" * len(header))
@@ -368,7 +359,7 @@ def main() -> None:
         captum += [{**base, "method": m, "impl": "captum", "setting": None} for m in methods
                    if m in ("deeplift", "gradientshap")]
         cases = floors + ours + captum
-        measured = _subprocess(["--cases", json.dumps(cases)]) or [float("nan")] * len(cases)
+        measured = in_fresh_process(__file__, ["--cases", json.dumps(cases)]) or [float("nan")] * len(cases)
         times = dict(zip(map(json.dumps, cases), measured, strict=True))
 
         def ms(case, times=times):

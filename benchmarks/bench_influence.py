@@ -35,7 +35,6 @@ import copy
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -43,7 +42,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from peak_memory import reset_peak, status_mb
+from peak_memory import in_fresh_process, reset_peak, status_mb
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -236,14 +235,6 @@ def run_case(case: dict, folder: Path) -> dict:
         return {"peak_mb": status_mb("VmHWM") - idle}
 
 
-def _subprocess(arguments: list[str], env: dict | None = None):
-    out = subprocess.run([sys.executable, __file__, *arguments], capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        print(f"  (failed: {out.stderr.strip().splitlines()[-1]})", file=sys.stderr)
-        return None
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def _load_average() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
@@ -284,9 +275,10 @@ def main() -> None:
                 "kron_batch": args.kron_batch, "captum_batch": args.captum_batch}
         cases = [{**base, "name": name} for pair in pairs for name in PAIRS[pair][:2]]
         common = ["--folder", folder, "--threads", str(args.threads)]
-        times = _subprocess(["--cases", json.dumps({"cases": cases, "repeats": args.repeats}), *common]) or {}
+        times = in_fresh_process(__file__, ["--cases", json.dumps({"cases": cases, "repeats": args.repeats}),
+                                            *common]) or {}
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-        memory = {case["name"]: (_subprocess(["--case", json.dumps(case), *common], env) or {}).get(
+        memory = {case["name"]: (in_fresh_process(__file__, ["--case", json.dumps(case), *common], env) or {}).get(
             "peak_mb", float("nan")) for case in cases}
     print(f"small_cnn width {WIDTH} ({sum(p.numel() for p in _model().parameters())} weights), "
           f"{args.train} MNIST digits, {args.queries} queries, query accuracy {accuracy:.2f}, "

@@ -26,14 +26,13 @@ import argparse
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import time
 import types
 
 import torch
 import torch.nn.functional as F
-from peak_memory import reset_peak, status_mb
+from peak_memory import in_fresh_process, reset_peak, status_mb
 
 import gradaudit as ga
 from gradaudit import models
@@ -136,14 +135,6 @@ def peak_case(case: dict) -> float:
     return torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else status_mb("VmHWM") - idle
 
 
-def _subprocess(arguments: list[str], env: dict | None = None):
-    out = subprocess.run([sys.executable, __file__, *arguments], capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        print(f"  (failed: {out.stderr.strip().splitlines()[-1]})", file=sys.stderr)
-        return None
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def table(name: str, composites, device: str, quick: bool, threads: int) -> None:
     _, shape, batch, repeats = MODELS[name]
     repeats = max(3, repeats // 4) if quick else repeats
@@ -151,7 +142,7 @@ def table(name: str, composites, device: str, quick: bool, threads: int) -> None
               "composite": "EpsilonPlus"}]
     for composite in composites:
         cases += [{**cases[0], "impl": impl, "composite": composite} for impl in ("gradaudit", "zennit")]
-    times = _subprocess(["--cases", json.dumps(cases)]) or [float("nan")] * len(cases)
+    times = in_fresh_process(__file__, ["--cases", json.dumps(cases)]) or [float("nan")] * len(cases)
     print(f"\n{name}: input {list(shape)}, batch {batch}, {device}, fastest of {repeats} repeats")
     header = f"{'case':34} {'ms/batch':>9} {'x floor':>8} {'peak MB':>8}"
     print(header)
@@ -159,7 +150,7 @@ def table(name: str, composites, device: str, quick: bool, threads: int) -> None
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     for case, ms in zip(cases, times, strict=True):
         label = "floor: forward + backward" if case["impl"] == "floor" else f"{case['impl']} {case['composite']}"
-        memory = _subprocess(["--peak", json.dumps(case)], env)
+        memory = in_fresh_process(__file__, ["--peak", json.dumps(case)], env)
         print(f"{label:34} {ms:9.1f} {ms / times[0]:7.2f}x {memory if memory is not None else float('nan'):8.1f}",
               flush=True)
 

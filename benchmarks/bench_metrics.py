@@ -55,7 +55,7 @@ import warnings
 
 import numpy as np
 import torch
-from peak_memory import reset_peak, status_mb
+from peak_memory import in_fresh_process, reset_peak, status_mb
 
 STEPS = 32                  # deletion: about 32 steps, ceil(H W / 32) pixels each (the audit's default)
 PATCH = 4                   # Quantus Infidelity's default patch; our infidelity draws H W / 16 squares to match
@@ -388,18 +388,10 @@ def agreement_checks(s: dict, results: dict) -> dict:
     return checks
 
 
-def _subprocess(arguments: list[str], env: dict | None = None):
-    out = subprocess.run([sys.executable, __file__, *arguments], capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        print(f"  (failed: {(out.stderr.strip().splitlines() or ['no output'])[-1]})", file=sys.stderr)
-        return None
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def measure(job: dict) -> float:
     """Peak memory (MB) of one case alone in a fresh subprocess (see the module docstring)."""
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    result = _subprocess(["--case", json.dumps(job)], env)
+    result = in_fresh_process(__file__, ["--case", json.dumps(job)], env)
     return float("nan") if result is None else result["peak_mb"]
 
 
@@ -455,7 +447,7 @@ def main() -> None:
         torch.save(model.state_dict(), weights)
         job = {"weights": weights, "images": images, "threads": args.threads, "repeats": 1 if args.quick else 3,
                "seven": args.seven}
-        results = _subprocess(["--cases", json.dumps(job)])
+        results = in_fresh_process(__file__, ["--cases", json.dumps(job)])
         if results is None:
             return
         memory = {f"{pair}|{impl}": measure({**job, "pair": pair, "impl": impl})

@@ -12,11 +12,11 @@ Grad-CAM do not).
 import argparse
 import time
 
-import torch
+from methods_side_by_side import demo_cnn  # the methods demo's CNN, trained the same way
 from torch.utils.data import TensorDataset
 
 import gradaudit as ga
-from gradaudit import audit, data, models, train
+from gradaudit import audit
 
 
 def family() -> dict:
@@ -57,15 +57,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     args = parser.parse_args()
 
-    # the methods demo's recipe (examples/methods_side_by_side.py): seed 0, 4,000 training digits, 4 epochs
-    torch.manual_seed(0)
-    images, labels = data.mnist_digits()
-    order = torch.randperm(len(images))
-    images, labels = images[order].unsqueeze(1), labels[order]
-    net = train.fit(models.small_cnn(in_shape=(1, 28, 28), classes=10), TensorDataset(images[:4000], labels[:4000]),
-                    epochs=args.epochs)
-    test = TensorDataset(images[4000:], labels[4000:])
-    print(f"demo CNN: test accuracy {train.accuracy(net, test):.3f}; {args.images} test images\n")
+    net, test_x, test_y = demo_cnn(args.epochs)
+    test = TensorDataset(test_x, test_y)
+    print(f"{args.images} test images\n")
 
     start = time.perf_counter()
     rows = audit.randomization(family(), net, test, limit=args.images).rows

@@ -15,13 +15,9 @@ from gradaudit import data, models, train
 from gradaudit.report import method_grid
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/demo")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--examples", type=int, default=6)
-    args = parser.parse_args()
-
+def demo_cnn(epochs: int = 4):
+    """The demo's CNN trained on 4,000 bundled MNIST digits (seed 0), and the other 1,000 as test images
+    [1000, 1, 28, 28] with their labels [1000]."""
     torch.manual_seed(0)
     images, labels = data.mnist_digits()
     order = torch.randperm(len(images))
@@ -30,9 +26,20 @@ def main() -> None:
     test_x, test_y = images[4000:], labels[4000:]
 
     start = time.perf_counter()
-    net = train.fit(models.small_cnn(in_shape=(1, 28, 28), classes=10), train_set, epochs=args.epochs)
+    net = train.fit(models.small_cnn(in_shape=(1, 28, 28), classes=10), train_set, epochs=epochs)
     print(f"trained in {time.perf_counter() - start:.1f}s; test accuracy "
           f"{train.accuracy(net, TensorDataset(test_x, test_y)):.3f}")
+    return net, test_x, test_y
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/demo")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--examples", type=int, default=6)
+    args = parser.parse_args()
+
+    net, test_x, test_y = demo_cnn(args.epochs)
 
     x, y = test_x[: args.examples], test_y[: args.examples]
     methods = {

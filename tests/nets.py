@@ -1,6 +1,7 @@
 """Small test models: a CNN, a ResNet-like net (BatchNorm, in-place ReLU, `out += identity`), an MLP."""
 
 import copy
+from collections import OrderedDict
 
 import torch
 from torch import nn
@@ -54,14 +55,18 @@ class ResNetLike(nn.Module):
 def resnet_like(inplace=True):
     """A ResNet-like net with non-trivial BatchNorm statistics, in eval mode."""
     torch.manual_seed(1)
-    net = ResNetLike(inplace)
+    return vary_batchnorm(ResNetLike(inplace)).eval()
+
+
+def vary_batchnorm(net):
+    """``net`` with every BatchNorm2d's running statistics, weight and bias drawn away from the identity."""
     for module in net.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.running_mean.uniform_(-0.2, 0.2)
             module.running_var.uniform_(0.5, 1.5)
             module.weight.data.uniform_(0.5, 1.5)
             module.bias.data.uniform_(-0.2, 0.2)
-    return net.eval()
+    return net
 
 
 def twin(net):
@@ -108,3 +113,17 @@ def smooth_cnn(classes=3):
 
 def double(net):
     return copy.deepcopy(net).double().eval()
+
+
+def tanh_mlp(seed=0):
+    """4 -> 5 (tanh) -> 3 classes, float64, eval mode: the influence tests' small smooth model."""
+    torch.manual_seed(seed)
+    return nn.Sequential(OrderedDict([("hidden", nn.Linear(4, 5)), ("act", nn.Tanh()),
+                                      ("out", nn.Linear(5, 3))])).double().eval()
+
+
+def labelled_vectors(n, seed, d=4, classes=3):
+    """``n`` float64 vectors [n, d] and labels [n] in [0, classes), seeded."""
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, d, generator=generator, dtype=torch.float64),
+            torch.randint(0, classes, (n,), generator=generator))

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import assert_close_rel, assert_unchanged, snapshot
-from nets import double, resnet_like
+from nets import double, resnet_like, vary_batchnorm
 from torch import nn
 
 import gradaudit as ga
@@ -62,13 +62,7 @@ def bn_cnn(channels=3, classes=3):
     net = nn.Sequential(
         nn.Conv2d(channels, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(6, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, classes))
-    for module in net.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.2, 0.2)
-            module.running_var.uniform_(0.5, 1.5)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.2, 0.2)
-    return net.double().eval()
+    return vary_batchnorm(net).double().eval()
 
 
 CASES = {"bn_cnn": (bn_cnn, "6"), "residual": (lambda: double(resnet_like(inplace=False)), "layer1")}

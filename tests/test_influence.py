@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import assert_close_rel, assert_unchanged, snapshot
+from nets import labelled_vectors, tanh_mlp
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -41,18 +42,6 @@ def _images(n, seed):
     generator = torch.Generator().manual_seed(seed)
     return (torch.randn(n, 1, 6, 6, generator=generator, dtype=torch.float64),
             torch.randint(0, 3, (n,), generator=generator))
-
-
-def _mlp(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(OrderedDict([("hidden", nn.Linear(4, 5)), ("act", nn.Tanh()),
-                                      ("out", nn.Linear(5, 3))])).double().eval()
-
-
-def _vectors(n, seed, d=4, classes=3):
-    generator = torch.Generator().manual_seed(seed)
-    return (torch.randn(n, d, generator=generator, dtype=torch.float64),
-            torch.randint(0, classes, (n,), generator=generator))
 
 
 def _squared(output, y):
@@ -133,9 +122,9 @@ def _functional_mlp(theta, x):
 def test_exact_equals_the_gauss_newton_matrix_built_with_autograd(damping):
     """Softmax cross-entropy on an MLP: G = mean_n J_n^T (diag p - p p^T) J_n, J_n from torch.func.jacrev;
     the damping is 0.1 x the mean of each layer's diagonal block (None) or the number, per layer."""
-    model = _mlp()
-    x, y = _vectors(40, 1)
-    xq, yq = _vectors(6, 2)
+    model = tanh_mlp()
+    x, y = labelled_vectors(40, 1)
+    xq, yq = labelled_vectors(6, 2)
     theta = _flat_params(model, ["hidden", "out"])
     assert torch.allclose(_functional_mlp(theta, x), model(x).detach())
     jac = torch.func.vmap(torch.func.jacrev(_functional_mlp), in_dims=(None, 0))(theta, x[:, None])[:, 0]
@@ -266,10 +255,10 @@ def test_true_fisher_ekfac_equals_kronfluence_with_the_same_sampled_labels(tmp_p
 def test_tracin_equals_captum_tracincp(tmp_path):
     from captum.influence import TracInCP
 
-    train, queries = _vectors(30, 1), _vectors(4, 2)
+    train, queries = labelled_vectors(30, 1), labelled_vectors(4, 2)
     checkpoints, paths = [], []
     for i, lr in enumerate([0.5, 0.1, 0.02]):
-        net = _mlp(seed=i)
+        net = tanh_mlp(seed=i)
         paths.append(str(tmp_path / f"c{i}.pt"))
         torch.save({"state": net.state_dict(), "lr": lr}, paths[-1])
         checkpoints.append((net, lr))
@@ -279,7 +268,7 @@ def test_tracin_equals_captum_tracincp(tmp_path):
         model.load_state_dict(saved["state"])
         return saved["lr"]
 
-    captum = TracInCP(_mlp(), TensorDataset(*train), paths, load, loss_fn=nn.CrossEntropyLoss(reduction="none"),
+    captum = TracInCP(tanh_mlp(), TensorDataset(*train), paths, load, loss_fn=nn.CrossEntropyLoss(reduction="none"),
                       batch_size=8, sample_wise_grads_per_batch=False)
     expected = captum.influence(queries)
     assert_close_rel(influence.tracin(checkpoints, queries, train), expected, rel=1e-10)
@@ -328,7 +317,7 @@ def _trained_mlp():
     centres = torch.tensor([[2.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 2.0, 0]], dtype=torch.float64)
     x = centres[y] + torch.randn(100, 4, generator=generator, dtype=torch.float64)
     y[:5] = (y[:5] + 1) % 3
-    model = _mlp()
+    model = tanh_mlp()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
     for _ in range(200):
         optimizer.zero_grad()
@@ -403,7 +392,7 @@ def test_errors_name_the_argument():
     net = _convnet()
     train, queries = _images(10, 1), _images(2, 2)
     with pytest.raises(ValueError, match="no nn.Linear or nn.Conv2d"):
-        influence.fit(nn.Sequential(nn.Tanh()), _vectors(5, 0))
+        influence.fit(nn.Sequential(nn.Tanh()), labelled_vectors(5, 0))
     with pytest.raises(ValueError, match="'fc2' is not a module of the model; close matches: fc"):
         influence.fit(net, train, layers=["fc2"])
     with pytest.raises(ValueError, match="strategy must be one of"):
@@ -413,14 +402,14 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match="damping must be None"):
         influence.fit(net, train, damping=-1.0)
     with pytest.raises(ValueError, match="20100 tracked weights.*use strategy='ekfac'"):
-        influence.fit(nn.Linear(200, 100).double().eval(), _vectors(5, 0, d=200), strategy="exact")
+        influence.fit(nn.Linear(200, 100).double().eval(), labelled_vectors(5, 0, d=200), strategy="exact")
     f = influence.fit(net, train, strategy="diagonal")
     with pytest.raises(ValueError, match=r"queries has inputs of per-example shape \[1, 5, 5\]"):
         f.scores((torch.randn(2, 1, 5, 5, dtype=torch.float64), queries[1]), train)
     with pytest.raises(ValueError, match="by must be one of"):
         f.scores(queries, train, by="token")
     with pytest.raises(ValueError, match=r"model output is \[5\]; the default loss is cross-entropy"):
-        influence.fit(nn.Sequential(nn.Linear(3, 1), nn.Flatten(0)).double().eval(), _vectors(5, 0, d=3))
+        influence.fit(nn.Sequential(nn.Linear(3, 1), nn.Flatten(0)).double().eval(), labelled_vectors(5, 0, d=3))
     with pytest.raises(ValueError, match="loss returned"):
         influence.fit(net, train, loss=lambda output, y: F.cross_entropy(output, y))
 
@@ -431,9 +420,9 @@ def test_approximate_strategies_refuse_zero_damping_and_name_a_layer_without_cur
     (every score NaN), so it is refused, where damping=None damps it (exact refuses its singular G when asked
     to invert it). A layer whose gradients are all 0 (behind a dead ReLU) leaves damping=None nothing to
     scale: it is named."""
-    (x, y), (xq, yq) = _vectors(12, 0), _vectors(3, 1)
+    (x, y), (xq, yq) = labelled_vectors(12, 0), labelled_vectors(3, 1)
     x[:, 1], xq[:, 1] = 0.0, 0.0
-    net = _mlp()
+    net = tanh_mlp()
     with pytest.raises(ValueError, match=f"damping must be > 0 for strategy='{strategy}', got 0"):
         influence.fit(net, (x, y), strategy=strategy, damping=0)
     assert torch.isfinite(influence.fit(net, (x, y), strategy=strategy).scores((xq, yq), (x, y))).all()
@@ -454,7 +443,7 @@ def test_approximate_strategies_refuse_zero_damping_and_name_a_layer_without_cur
 def test_labels_beyond_the_models_outputs_are_one_clear_error(fisher):
     """The default loss needs class indices of the model's 3 outputs: fit (the true Fisher draws its own labels,
     yet the given ones must still be classes), scores and self_scores say so, never torch's IndexError."""
-    net, (x, y), queries = _mlp(), _vectors(10, 0), _vectors(3, 1)
+    net, (x, y), queries = tanh_mlp(), labelled_vectors(10, 0), labelled_vectors(3, 1)
     message = r"labels must be class indices in \[0, 3\) for the model's 3 outputs .* got label {}"
     for label in (6, -1):
         bad = y.clone()

@@ -5,29 +5,17 @@ ensembles of the other strategies against the mean of their members."""
 
 import copy
 import logging
-from collections import OrderedDict
 
 import pytest
 import torch
 from helpers import assert_close_rel, assert_unchanged, snapshot
+from nets import labelled_vectors, tanh_mlp
 from torch import nn
 from trak import TRAKer
 from trak.projectors import AbstractProjector
 
 from gradaudit import influence
 from gradaudit.influence import trak
-
-
-def _mlp(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(OrderedDict([("hidden", nn.Linear(4, 5)), ("act", nn.Tanh()),
-                                      ("out", nn.Linear(5, 3))])).double().eval()
-
-
-def _vectors(n, seed, d=4, classes=3):
-    generator = torch.Generator().manual_seed(seed)
-    return (torch.randn(n, d, generator=generator, dtype=torch.float64),
-            torch.randint(0, classes, (n,), generator=generator))
 
 
 def _margin_features(model, x, y):
@@ -56,8 +44,8 @@ def _formula(models, train, queries, damping):
 
 @pytest.mark.parametrize("count", [1, 3])
 def test_without_projection_equals_the_formula_by_autograd(count):
-    models = [_mlp(seed) for seed in range(count)]
-    train, queries = _vectors(30, 1), _vectors(4, 2)
+    models = [tanh_mlp(seed) for seed in range(count)]
+    train, queries = labelled_vectors(30, 1), labelled_vectors(4, 2)
     f = influence.fit(models if count > 1 else models[0], train, strategy="trak", projection=None, damping=0.5)
     assert_close_rel(f.scores(queries, train), _formula(models, train, queries, 0.5), rel=1e-9)
     assert_close_rel(f.self_scores(train), _formula(models, train, train, 0.5).diagonal(), rel=1e-9)
@@ -95,8 +83,8 @@ def test_projected_scores_equal_traker(tmp_path, count):
     """traker 0.3.2's TRAKer on CPU (float32, its default BasicScoreComputer), given our projection matrices: it
     divides the features by sqrt(D) (its lambda_reg is ours / D) and each model's inverse by its mean absolute
     entry c_m, so its scores are mean_m (kernel_m / c_m) x mean Q where ours are mean_m kernel_m x mean Q."""
-    models = [_mlp(seed) for seed in range(count)]
-    train, queries = _vectors(40, 1), _vectors(5, 2)
+    models = [tanh_mlp(seed) for seed in range(count)]
+    train, queries = labelled_vectors(40, 1), labelled_vectors(5, 2)
     k, damping = 16, 0.5
     f = influence.fit(models, train, strategy="trak", projection=k, damping=damping, seed=3)
     d = sum(p.numel() for p in models[0].parameters())
@@ -129,7 +117,7 @@ def test_projected_scores_equal_traker(tmp_path, count):
 
 
 def test_a_wide_projection_agrees_with_none():
-    net, train, queries = _mlp(), _vectors(200, 1), _vectors(5, 2)
+    net, train, queries = tanh_mlp(), labelled_vectors(200, 1), labelled_vectors(5, 2)
     none = influence.fit(net, train, strategy="trak", projection=None)
     damping = 100 * none.damping["model 0"]          # a tenth of the mean eigenvalue: the projection's noise is
     exact = influence.fit(net, train, strategy="trak", projection=None, damping=damping).scores(queries, train)
@@ -140,7 +128,7 @@ def test_a_wide_projection_agrees_with_none():
 
 
 def test_the_seed_fixes_the_projection_and_chunking_changes_nothing(monkeypatch):
-    net, train, queries = _mlp(), _vectors(30, 1), _vectors(4, 2)
+    net, train, queries = tanh_mlp(), labelled_vectors(30, 1), labelled_vectors(4, 2)
     reference = influence.fit(net, train, strategy="trak", projection=200, seed=5).scores(queries, train)
     assert torch.equal(influence.fit(net, train, strategy="trak", projection=200, seed=5).scores(queries, train),
                        reference)
@@ -160,8 +148,8 @@ def test_the_seed_fixes_the_projection_and_chunking_changes_nothing(monkeypatch)
 
 
 def test_scores_on_other_examples_and_save_load(tmp_path):
-    models = [_mlp(0), _mlp(1)]
-    train, queries, other = _vectors(30, 1), _vectors(4, 2), _vectors(12, 3)
+    models = [tanh_mlp(0), tanh_mlp(1)]
+    train, queries, other = labelled_vectors(30, 1), labelled_vectors(4, 2), labelled_vectors(12, 3)
     f = influence.fit(models, train, strategy="trak", projection=64, seed=2)
     on_other = f.scores(queries, other)
     f.save(tmp_path / "trak")
@@ -176,8 +164,8 @@ def test_scores_on_other_examples_and_save_load(tmp_path):
 
 @pytest.mark.parametrize("strategy", ["identity", "ekfac"])
 def test_an_ensemble_is_the_mean_of_its_members(tmp_path, strategy):
-    models = [_mlp(seed) for seed in range(3)]
-    train, queries = _vectors(25, 1), _vectors(4, 2)
+    models = [tanh_mlp(seed) for seed in range(3)]
+    train, queries = labelled_vectors(25, 1), labelled_vectors(4, 2)
     members = [influence.fit(model, train, strategy=strategy) for model in models]
     f = influence.fit(models, train, strategy=strategy)
     assert isinstance(f, influence.Ensemble) and f.strategy == strategy
@@ -194,7 +182,7 @@ def test_an_ensemble_is_the_mean_of_its_members(tmp_path, strategy):
 
 
 def test_refusals_name_the_argument_and_why():
-    net, train, queries = _mlp(), _vectors(20, 1), _vectors(3, 2)
+    net, train, queries = tanh_mlp(), labelled_vectors(20, 1), labelled_vectors(3, 2)
     for damping in (0, -1.0, True, "x"):
         with pytest.raises(ValueError, match="damping must be None"):
             influence.fit(net, train, strategy="trak", damping=damping)
@@ -219,7 +207,7 @@ def test_refusals_name_the_argument_and_why():
     with pytest.raises(ValueError, match="token_scores does not apply"):
         f.token_scores(queries, train)
     with pytest.raises(ValueError, match="projection=None makes the TRAK kernel"):
-        influence.fit(nn.Linear(200, 60).double().eval(), _vectors(5, 1, d=200, classes=60), strategy="trak",
+        influence.fit(nn.Linear(200, 60).double().eval(), labelled_vectors(5, 1, d=200, classes=60), strategy="trak",
                       projection=None)
 
 
@@ -228,7 +216,7 @@ def test_a_singular_kernel_needs_damping_within_float64():
     projection. damping=None solves it; a damping below float64's resolution of X^T X is refused."""
     torch.manual_seed(0)
     linear = nn.Linear(4, 3).double().eval()
-    train, queries = _vectors(40, 1), _vectors(3, 2)
+    train, queries = labelled_vectors(40, 1), labelled_vectors(3, 2)
     x, _ = _margin_features(linear, *train)
     assert torch.linalg.matrix_rank(x.T @ x) < x.shape[1]
     f = influence.fit(linear, train, strategy="trak", projection=None)
@@ -238,11 +226,11 @@ def test_a_singular_kernel_needs_damping_within_float64():
 
 
 def test_model_left_as_found():
-    nets = [_mlp(0).train(), _mlp(1)]
+    nets = [tanh_mlp(0).train(), tanh_mlp(1)]
     nets[0].out.weight.requires_grad_(False)
     nets[0].hidden.weight.grad = torch.ones_like(nets[0].hidden.weight)
     before = [snapshot(net) for net in nets]
-    train, queries = _vectors(10, 1), _vectors(2, 2)
+    train, queries = labelled_vectors(10, 1), labelled_vectors(2, 2)
     with pytest.warns(UserWarning, match="train mode"):
         f = influence.fit(nets, train, strategy="trak", projection=8)
     with pytest.warns(UserWarning, match="train mode"):
