@@ -126,6 +126,7 @@ def test_the_report_escapes_what_the_store_holds(tmp_path):
     (["--lds-seeds", "0"], "--lds-seeds must be"),
     (["--brittleness-ks", "0,5"], "--brittleness-ks must be removal counts"),
     (["--strategy", "trak", "--fisher", "empirical"], "--fisher does not apply to --strategy trak"),
+    (["--strategy", "ekfac", "--projection", "0"], "--projection applies to --strategy trak only"),
     (["--lds", "2"], "--lds must be 0 (no LDS) or a number of subsets >= 3; got 2"),
     (["--mislabel", "1.5"], "--mislabel must be a share in [0, 1); got 1.5"),
     (["--queries", "0"], "--queries must be"),

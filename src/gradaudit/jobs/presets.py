@@ -110,6 +110,9 @@ def _threshold(value, name: str) -> float:
     return check_threshold(value)
 
 
+TRAK_PROJECTION = 2048  # influence.fit's default for strategy="trak"
+
+
 def _projection(value, name: str) -> int | None:
     """TRAK's projection size: a positive integer, or 0 / None for none (stored as None)."""
     if value in (0, None):
@@ -389,7 +392,7 @@ class InfluencePreset(Settings):
                           check=positive)
     strategy: str = option("ekfac", "ekfac (default), kfac, diagonal, identity, exact, trak",
                            check=one_of(*STRATEGIES))
-    projection: int | None = option(2048, "trak: random projection size (default 2048; 0: none)",
+    projection: int | None = option(TRAK_PROJECTION, "trak: random projection size (default 2048; 0: none)",
                                     read=integer, check=_projection)
     ensemble: int = option(1, "models trained with different seeds and scored as one ensemble (default 1)",
                            read=integer, check=positive)
@@ -426,6 +429,9 @@ class InfluencePreset(Settings):
             raise UsageError("--damping does not apply to --strategy identity (plain gradient dot products)")
         if self.strategy == "trak" and self.fisher != "true":
             raise UsageError("--fisher does not apply to --strategy trak (margin gradients, no sampled labels)")
+        if self.strategy != "trak" and self.projection != TRAK_PROJECTION:
+            raise UsageError(f"--projection applies to --strategy trak only (its random projection of the "
+                             f"gradients); {self.strategy} projects nothing")
 
 
 INFLUENCE_PRESETS = {
